@@ -1,0 +1,3 @@
+from postwarden.cli import main
+
+main()

@@ -1,0 +1,17 @@
+"""`domains`: the mail domains this server is the destination for."""
+
+from __future__ import annotations
+
+from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.units import Address, DnsLabel, Name
+
+
+class Domain(PolicyModel):
+    dkim_selector: DnsLabel | None = None
+    """Sign outgoing mail with DKIM under this selector."""
+    throttle: Name | None = None
+    """Throttle for senders of this domain that have none of their own."""
+    ip_pool: Name | None = None
+    """Outbound IP pool for senders of this domain that have none of their own."""
+    catch_all: Address | None = None
+    """Where mail to unknown local parts goes; absent means it is rejected."""

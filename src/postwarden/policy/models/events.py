@@ -1,0 +1,76 @@
+"""`events`: what raises a notification, and to which channels.
+
+Each event kind takes exactly the fields that make sense for it: a threshold
+where the kind measures something, nothing extra where it does not. The kinds
+form a closed set; a new kind is added here deliberately, with its fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.units import ByteSize, Duration, Name, Percent, Seconds, Size
+
+DEFAULT_COOLDOWN = Seconds(15 * 60)
+DEFAULT_FOR = Seconds(5 * 60)
+
+Notify = Annotated[list[Name], Field(min_length=1)]
+
+
+class _Event(PolicyModel):
+    notify: Notify
+    """Notification channels, by name."""
+    cooldown: Duration = DEFAULT_COOLDOWN
+    """The same event for the same subject is sent at most once per cooldown."""
+
+
+class SimpleEvent(_Event):
+    on: Literal[
+        "abuse.internal_spammer",
+        "abuse.bad_smtp_session",
+        "abuse.auth_failures",
+        "throttle.hit",
+        "spam.outbound",
+        "list.post_held",
+        "ip.blacklisted",
+        "password.audit_failed",
+    ]
+
+
+class LargeMessageEvent(_Event):
+    on: Literal["message.large"]
+    above: Size
+    """Messages larger than this raise the event."""
+
+
+class QueueSizeEvent(_Event):
+    on: Literal["queue.size"]
+    above: Annotated[int, Field(ge=1)]
+    """Messages in the queue."""
+    for_: Duration = Field(default=DEFAULT_FOR, alias="for")
+    """How long the queue must stay above the threshold."""
+
+
+class SystemUsageEvent(_Event):
+    on: Literal["system.memory", "system.disk"]
+    above: Percent
+    for_: Duration = Field(default=DEFAULT_FOR, alias="for")
+
+
+Event = Annotated[
+    SimpleEvent | LargeMessageEvent | QueueSizeEvent | SystemUsageEvent,
+    Field(discriminator="on"),
+]
+
+EVENT_KINDS: tuple[str, ...] = (
+    *SimpleEvent.model_fields["on"].annotation.__args__,  # type: ignore[union-attr]
+    "message.large",
+    "queue.size",
+    "system.memory",
+    "system.disk",
+)
+
+__all__ = ["EVENT_KINDS", "ByteSize", "Event"]

@@ -1,0 +1,40 @@
+"""`server`: the host's identity, limits and TLS, and the relay for notifications."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.secrets import Secret
+from postwarden.policy.units import AbsolutePath, Address, ByteSize, Hostname, Size
+
+
+class Tls(PolicyModel):
+    cert: AbsolutePath
+    """Certificate chain (PEM) on the mail host."""
+    key: AbsolutePath
+    """Private key (PEM) on the mail host."""
+
+
+class NotificationRelay(PolicyModel):
+    host: Hostname
+    """Smart host that carries notification mail, never this server's own queue."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    username: str | None = None
+    password: Secret | None = None
+    starttls: bool = True
+    """Require STARTTLS before authenticating."""
+
+
+class Server(PolicyModel):
+    hostname: Hostname
+    """Fully qualified name of the mail host (HELO, banner, certificate)."""
+    postmaster: Address
+    """Receives bounces and reports about this server."""
+    message_size_limit: Size = ByteSize(25 * 1024 * 1024)
+    """Largest message accepted, in and out."""
+    tls: Tls | None = None
+    """Certificate and key; a self-signed pair is made on the host when absent."""
+    notification_relay: NotificationRelay | None = None

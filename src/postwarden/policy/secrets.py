@@ -1,0 +1,55 @@
+"""Secret values: `!secret NAME` references in the policy, resolved from secrets.yml.
+
+A resolved secret is a ``SecretValue`` whose ``repr`` and ``str`` never show the
+value, so that it cannot leak into logs, error messages or summaries by accident.
+Only code that writes a config file on purpose calls ``reveal()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
+
+from postwarden.policy.secret_types import SecretRef, SecretValue
+from postwarden.policy.suggest import did_you_mean
+from postwarden.policy.units import describe, invalid
+
+PASSWORD_HASHES = "password_hashes"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The decrypted secrets file: named values and the users' password hashes."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    password_hashes: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> SecretValue:
+    if not isinstance(value, SecretRef):
+        raise invalid(
+            "secret",
+            f"expected a !secret reference, got {describe(value)}",
+            "keep the value in the secrets file and write '!secret NAME' here",
+        )
+    secrets: Secrets | None = (info.context or {}).get("secrets")
+    if secrets is None or secrets.path is None:
+        raise invalid(
+            "secret",
+            f"secret {value.name!r} is referenced but no secrets file was found",
+            "create secrets.yml beside the policy or pass --secrets FILE",
+        )
+    if value.name not in secrets.values:
+        hint = did_you_mean(value.name, secrets.values) or f"add {value.name!r} to {secrets.path}"
+        raise invalid("secret", f"unknown secret {value.name!r}", hint)
+    return SecretValue(value.name, secrets.values[value.name])
+
+
+Secret = Annotated[
+    SecretValue,
+    PlainValidator(_resolve_secret),
+    WithJsonSchema({"type": "string", "description": "a !secret NAME reference to secrets.yml"}),
+]

@@ -1,0 +1,182 @@
+"""Read secrets.yml: plain, or encrypted with ansible-vault as a whole or value by value.
+
+Decryption uses ansible-core's own vault code, so a file made with
+``ansible-vault encrypt`` or ``ansible-vault encrypt_string`` works as it is.
+No secret value is ever part of a finding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from postwarden.policy.problems import Finding
+from postwarden.policy.secret_types import VaultText
+from postwarden.policy.secrets import PASSWORD_HASHES, Secrets
+from postwarden.policy.yaml_source import YamlDocument, parse, yaml_findings
+
+VAULT_HEADER = b"$ANSIBLE_VAULT;"
+VAULT_PASSWORD_ENV = "ANSIBLE_VAULT_PASSWORD_FILE"
+
+
+@dataclass
+class SecretsSource:
+    secrets: Secrets
+    document: YamlDocument | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+class _Vault:
+    """Opens the vault lazily: ansible-core is imported only for encrypted files."""
+
+    def __init__(self, password_file: Path | None) -> None:
+        self.password_file = password_file
+        self._lib: Any = None
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        if self._lib is None:
+            self._lib = self._open()
+        result: bytes = self._lib.decrypt(ciphertext)
+        return result
+
+    def _open(self) -> Any:
+        if self.password_file is None:
+            raise VaultUnavailable(
+                "the secrets file is encrypted with ansible-vault",
+                f"pass --vault-password-file FILE or set {VAULT_PASSWORD_ENV}",
+            )
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+        try:
+            secret = get_file_vault_secret(
+                filename=str(self.password_file), vault_id="default", loader=DataLoader()
+            )
+            secret.load()
+        except Exception as error:  # ansible raises its own error types for unreadable files
+            raise VaultUnavailable(
+                f"cannot read the vault password file {self.password_file}: {type(error).__name__}",
+                "check the path and its permissions",
+            ) from None
+        return VaultLib([("default", secret)])
+
+
+class VaultUnavailable(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def load_secrets(
+    path: Path | None, explicit: bool, vault_password_file: Path | None
+) -> SecretsSource:
+    """Read and decrypt the secrets file; a missing file is fine unless it was named."""
+    if vault_password_file is None and os.environ.get(VAULT_PASSWORD_ENV):
+        vault_password_file = Path(os.environ[VAULT_PASSWORD_ENV])
+    if path is None or not path.exists():
+        source = SecretsSource(Secrets())
+        if explicit and path is not None:
+            source.findings.append(
+                Finding((), f"the secrets file {path} does not exist", source="secrets", at=(0, 0))
+            )
+        return source
+    vault = _Vault(vault_password_file)
+    try:
+        raw = path.read_bytes()
+        if raw.lstrip().startswith(VAULT_HEADER):
+            raw = vault.decrypt(raw)
+    except VaultUnavailable as error:
+        return _failed(path, error.message, error.hint)
+    except OSError as error:
+        return _failed(path, f"cannot read the secrets file: {error.strerror}", None)
+    except Exception as error:  # ansible's AnsibleError on a wrong password or damaged file
+        return _failed(path, f"cannot decrypt the secrets file: {_vault_reason(error)}", None)
+    document = parse(raw)
+    source = SecretsSource(Secrets(path=str(path)), document)
+    source.findings.extend(yaml_findings(document, "secrets"))
+    if document.root is None:
+        return source
+    if not isinstance(document.data, dict):
+        source.findings.append(
+            Finding((), "the secrets file must be a mapping of names to values", source="secrets")
+        )
+        return source
+    values, hashes = _read_entries(document.data, vault, source.findings)
+    source.secrets = Secrets(values, hashes, str(path))
+    return source
+
+
+def _failed(path: Path, message: str, hint: str | None) -> SecretsSource:
+    source = SecretsSource(Secrets(path=str(path)))
+    source.findings.append(Finding((), message, hint, source="secrets", at=(0, 0)))
+    return source
+
+
+def _vault_reason(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if "no vault secrets" in text.lower() or "decryption failed" in text.lower():
+        return "wrong vault password"
+    return text
+
+
+def _read_entries(
+    data: dict[Any, Any], vault: _Vault, findings: list[Finding]
+) -> tuple[dict[str, str], dict[str, str]]:
+    values: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for name, value in data.items():
+        if name == PASSWORD_HASHES:
+            hashes = _read_hashes(value, vault, findings)
+            continue
+        text = _secret_text(value, (str(name),), vault, findings)
+        if text is not None:
+            values[str(name)] = text
+    return values, hashes
+
+
+def _read_hashes(value: Any, vault: _Vault, findings: list[Finding]) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        findings.append(
+            Finding(
+                (PASSWORD_HASHES,),
+                "password_hashes must map user addresses to password hashes",
+                source="secrets",
+            )
+        )
+        return {}
+    hashes = {}
+    for address, item in value.items():
+        text = _secret_text(item, (PASSWORD_HASHES, str(address)), vault, findings)
+        if text is not None:
+            hashes[str(address)] = text
+    return hashes
+
+
+def _secret_text(
+    value: Any, path: tuple[str, ...], vault: _Vault, findings: list[Finding]
+) -> str | None:
+    if isinstance(value, VaultText):
+        try:
+            return vault.decrypt(value.ciphertext.encode()).decode()
+        except VaultUnavailable as error:
+            findings.append(Finding(path, error.message, error.hint, source="secrets"))
+        except Exception as error:  # ansible's own errors for a bad or damaged value
+            findings.append(
+                Finding(
+                    path, f"cannot decrypt this value: {_vault_reason(error)}", source="secrets"
+                )
+            )
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    findings.append(
+        Finding(path, "a secret must be a text value", "quote it, or use !vault", source="secrets")
+    )
+    return None
