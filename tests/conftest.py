@@ -14,7 +14,7 @@ EXAMPLE_INVENTORY = ROOT / "inventories" / "example"
 MINIMAL_POLICY = """\
 server:
   hostname: mail.example.com
-  postmaster: postmaster@example.com
+  postmaster: ops@example.net
 domains:
   example.com: {}
 """

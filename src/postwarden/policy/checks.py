@@ -227,28 +227,42 @@ def postmaster_is_deliverable(policy: Policy, secrets: Secrets) -> Iterator[Find
 @check("lists")
 def lists_do_not_loop(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     lists = policy.lists
+    in_reported_loop: set[str] = set()
     for address, mailing_list in lists.items():
         for index, member in enumerate(mailing_list.members):
             if member == address:
                 yield Finding(("lists", address, "members", index), "a list cannot contain itself")
-            elif member in lists and _reaches(lists, member, address):
+                continue
+            if address in in_reported_loop or member not in lists:
+                continue
+            loop = _path_to(lists, member, address)
+            if loop is not None:
+                in_reported_loop.update(loop)
                 yield Finding(
                     ("lists", address, "members", index),
-                    f"list {member} leads back to {address}: the lists form a loop",
+                    "the lists form a loop: " + " -> ".join([address, *loop]),
                     "a loop of lists sends every post around forever",
                 )
 
 
-def _reaches(lists: Mapping[str, MailingList], start: str, target: str) -> bool:
-    seen, todo = {start}, [start]
+def _path_to(lists: Mapping[str, MailingList], start: str, target: str) -> list[str] | None:
+    """The chain of lists from start to target through list members, if there is one."""
+    came_from: dict[str, str | None] = {start: None}
+    todo = [start]
     while todo:
-        for member in lists[todo.pop()].members:
+        current = todo.pop(0)
+        for member in lists[current].members:
             if member == target:
-                return True
-            if member in lists and member not in seen:
-                seen.add(member)
+                chain = [target]
+                step: str | None = current
+                while step is not None:
+                    chain.append(step)
+                    step = came_from[step]
+                return chain[::-1]
+            if member in lists and member not in came_from:
+                came_from[member] = current
                 todo.append(member)
-    return False
+    return None
 
 
 @check("lists", "users")
@@ -282,6 +296,7 @@ def list_moderators(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
 @check("ip_pools")
 def pool_failover(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     pools = policy.ip_pools
+    in_reported_loop: set[str] = set()
     for name, pool in pools.items():
         path = ("ip_pools", name, "failover")
         if pool.failover is None:
@@ -300,7 +315,8 @@ def pool_failover(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
         while current is not None and current in pools and current not in chain:
             chain.append(current)
             current = pools[current].failover
-        if current == name:
+        if current == name and name not in in_reported_loop:
+            in_reported_loop.update(chain)
             yield Finding(
                 path,
                 "failover loops back to this pool: " + " -> ".join([*chain, name]),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from yaml.nodes import CollectionNode
 
 from postwarden.policy.checks import run_checks
 from postwarden.policy.model_errors import convert
@@ -96,12 +97,17 @@ def load_policy(
         )
     elif document.root is not None:
         policy, model_findings = _validate(document.data, secrets.secrets)
-        findings += model_findings
+        spoiled = [p.path for p in document.problems if p.spoils_value]
+        findings += [f for f in model_findings if not _under_any(f.path, spoiled)]
 
     problems = _place(findings, name, document, secrets)
     if errors(problems) or policy is None:
         raise PolicyInvalid(problems)
     return LoadedPolicy(policy, secrets.secrets, name, sort_problems(problems))
+
+
+def _under_any(path: tuple[str | int, ...], prefixes: list[tuple[str | int, ...]]) -> bool:
+    return any(path[: len(prefix)] == prefix for prefix in prefixes)
 
 
 def _validate(data: dict[str, Any], secrets: Secrets) -> tuple[Policy | None, list[Finding]]:
@@ -168,6 +174,10 @@ def _position(index: NodeIndex | None, finding: Finding) -> tuple[int, int]:
         return mark.line, mark.column
     complete = len(steps) == len(finding.path)
     key_node, value_node = steps[-1]
-    # a key itself, or a key that is missing: point at the entry that holds it
-    node = value_node if complete and finding.point_at == "value" else key_node or value_node
+    node = value_node
+    block = isinstance(value_node, CollectionNode) and not value_node.flow_style
+    if not complete or finding.point_at != "value" or block:
+        # a key itself, a missing key, or a whole block mapping or list (which
+        # starts on the next line): point at the entry by its key where it has one
+        node = key_node or value_node
     return node.start_mark.line, node.start_mark.column

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
+from dataclasses import replace
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
@@ -31,11 +32,17 @@ _EXPECTED = {
 }
 
 
+KEY_STEP = "[key]"
+
+
 def convert(errors: list[ErrorDetails], root: type[BaseModel]) -> list[Finding]:
     findings = []
     for error in errors:
         loc: Path = tuple(error["loc"])
-        findings.append(_finding(error, loc, root))
+        finding = _finding(error, loc, root)
+        if loc and loc[-1] == KEY_STEP:  # a mapping key failed: point at the key itself
+            finding = replace(finding, point_at="key")
+        findings.append(finding)
     return findings
 
 
@@ -64,6 +71,16 @@ def _finding(error: ErrorDetails, loc: Path, root: type[BaseModel]) -> Finding:
     if kind == "union_tag_not_found":
         discriminator = str(ctx.get("discriminator", "")).strip("'")
         return Finding(data_path, f"missing required key {discriminator!r}", point_at="entry")
+    if kind == "literal_error" and loc == ("version",) and value == "1":
+        return Finding(
+            data_path, "expected the number 1, got the text '1'", "write version: 1 without quotes"
+        )
+    if kind == "literal_error" and loc == ("version",):
+        return Finding(
+            data_path,
+            f"unsupported policy version {value!r}",
+            "this postwarden reads 'version: 1', written as a number",
+        )
     if kind == "literal_error":
         expected = _literal_choices(root, loc)
         hint = did_you_mean(str(value), expected) if isinstance(value, str) else None
@@ -78,7 +95,11 @@ def _finding(error: ErrorDetails, loc: Path, root: type[BaseModel]) -> Finding:
                 "a !secret value is not allowed here",
                 "only passwords and tokens can be secrets",
             )
-        return Finding(data_path, f"expected {_EXPECTED[kind]}, got {describe(value)}")
+        return Finding(
+            data_path,
+            f"expected {_EXPECTED[kind]}, got {describe(value)}",
+            _shorthand_hint(kind, root, loc, value),
+        )
     if kind == "too_short" and ctx.get("min_length") == 1:
         return Finding(data_path, "must not be empty")
     if kind == "too_short":
@@ -96,13 +117,24 @@ def _finding(error: ErrorDetails, loc: Path, root: type[BaseModel]) -> Finding:
     return Finding(data_path, message[:1].lower() + message[1:])
 
 
+def _shorthand_hint(kind: str, root: type[BaseModel], loc: Path, value: Any) -> str | None:
+    """For a plain value where a mapping with one required key belongs, show the mapping."""
+    if kind != "model_type" or not isinstance(value, str | int | float):
+        return None
+    model = model_at(root, loc)
+    required = [
+        f.alias or n for n, f in (model.model_fields if model else {}).items() if f.is_required()
+    ]
+    return f"write it as '{required[0]}: {value}'" if len(required) == 1 else None
+
+
 def _data_path(loc: Path, root: type[BaseModel]) -> Path:
     """The path as the file spells it: without the union tags pydantic inserts."""
     path: list[str | int] = []
     annotation: Any = root
     for step in loc:
         annotation, is_tag = _descend(annotation, step)
-        if not is_tag:
+        if not is_tag and step != KEY_STEP:
             path.append(step)
     return tuple(path)
 
@@ -163,7 +195,7 @@ def _descend(annotation: Any, step: Any) -> tuple[Any, bool]:
     if origin is list:
         return get_args(annotation)[0], False
     if origin is dict:
-        return (get_args(annotation)[0] if step == "[key]" else get_args(annotation)[1]), False
+        return get_args(annotation)[0 if step == KEY_STEP else 1], False
     if _is_union(annotation):
         for option in get_args(annotation):
             member = _unwrap(option)

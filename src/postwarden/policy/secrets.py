@@ -26,16 +26,22 @@ class Secrets:
     values: dict[str, str] = field(default_factory=dict)
     password_hashes: dict[str, str] = field(default_factory=dict)
     path: str | None = None
+    damaged: bool = False
+    """The file could not be read whole; its own errors say why, so references are not
+    reported again as unknown."""
 
 
 def _resolve_secret(value: Any, info: ValidationInfo) -> SecretValue:
     if not isinstance(value, SecretRef):
+        got = "plain text" if isinstance(value, str) else describe(value)
         raise invalid(
             "secret",
-            f"expected a !secret reference, got {describe(value)}",
+            f"expected a !secret reference, got {got}",
             "keep the value in the secrets file and write '!secret NAME' here",
         )
     secrets: Secrets | None = (info.context or {}).get("secrets")
+    if secrets is not None and secrets.damaged and value.name not in secrets.values:
+        return SecretValue(value.name, "")  # the secrets file's own errors say why
     if secrets is None or secrets.path is None:
         raise invalid(
             "secret",

@@ -8,7 +8,7 @@ No secret value is ever part of a finding.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,13 @@ def load_secrets(
     path: Path | None, explicit: bool, vault_password_file: Path | None
 ) -> SecretsSource:
     """Read and decrypt the secrets file; a missing file is fine unless it was named."""
+    source = _load(path, explicit, vault_password_file)
+    if any(f.severity == "error" for f in source.findings):
+        source.secrets = replace(source.secrets, damaged=True)
+    return source
+
+
+def _load(path: Path | None, explicit: bool, vault_password_file: Path | None) -> SecretsSource:
     if vault_password_file is None and os.environ.get(VAULT_PASSWORD_ENV):
         vault_password_file = Path(os.environ[VAULT_PASSWORD_ENV])
     if path is None or not path.exists():

@@ -313,6 +313,12 @@ def parse_url(value: Any) -> str:
 
 
 def parse_phone(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise invalid(
+            "phone",
+            f"expected a phone number like '+15555550100', got the number {value}",
+            f'YAML reads an unquoted +{value} as a number; quote it: "+{value}"',
+        )
     text = _text(value, "a phone number", "+15555550100")
     if _PHONE_RE.fullmatch(text):
         return text

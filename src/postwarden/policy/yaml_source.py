@@ -126,6 +126,8 @@ class YamlProblem:
     message: str
     hint: str | None = None
     path: tuple[str | int, ...] = ()
+    spoils_value: bool = False
+    """The value at ``path`` is not what the file meant: its model errors are noise."""
 
 
 @dataclass
@@ -141,9 +143,9 @@ def parse(text: str | bytes) -> YamlDocument:
         composer = _Composer(text)
         root = composer.get_single_node()
     except yaml.MarkedYAMLError as error:
-        return YamlDocument(None, None, [_syntax_problem(error)])
-    except yaml.YAMLError as error:  # ReaderError: bytes that are not text
-        return YamlDocument(None, None, [_reader_problem(error)])
+        return YamlDocument(None, None, [_syntax_problem(error, text)])
+    except yaml.YAMLError:  # ReaderError: bytes that are not text
+        return YamlDocument(None, None, [_reader_problem(text)])
     except RecursionError:
         return YamlDocument(None, None, [YamlProblem(0, 0, "the document is nested too deeply")])
     if root is None:
@@ -160,13 +162,18 @@ def yaml_findings(document: YamlDocument, source: Literal["policy", "secrets"]) 
     ]
 
 
-def _syntax_problem(error: yaml.MarkedYAMLError) -> YamlProblem:
+def _syntax_problem(error: yaml.MarkedYAMLError, text: str | bytes) -> YamlProblem:
     mark = error.problem_mark or error.context_mark
+    opened = error.context or ""
+    if error.context_mark is not None and ("flow" in opened or "quoted" in opened):
+        # an unclosed bracket or quote: the parser gives up far away, where it opened is
+        # what the administrator has to fix
+        mark = error.context_mark
     problem = (error.problem or "invalid YAML").strip()
     context = (error.context or "").strip()
     message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
     hint = None
-    if "found character '\\t'" in problem or "\\t" in problem:
+    if _character_at(text, mark) == "\t":
         hint = "indent with spaces, not tabs"
     elif "mapping values are not allowed" in problem:
         hint = "a value containing ': ' must be quoted, or the indentation is off"
@@ -177,14 +184,53 @@ def _syntax_problem(error: yaml.MarkedYAMLError) -> YamlProblem:
     return YamlProblem(mark.line if mark else 0, mark.column if mark else 0, message, hint)
 
 
-def _reader_problem(error: yaml.YAMLError) -> YamlProblem:
-    position = getattr(error, "position", 0)
-    return YamlProblem(
-        0,
-        0,
-        f"the file is not UTF-8 text (unreadable byte at offset {position})",
-        "policy files are YAML text in UTF-8",
-    )
+def _character_at(text: str | bytes, mark: yaml.Mark | None) -> str:
+    if mark is None:
+        return ""
+    lines = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).splitlines()
+    if mark.line >= len(lines) or mark.column >= len(lines[mark.line]):
+        return ""
+    return lines[mark.line][mark.column]
+
+
+def _reader_problem(text: str | bytes) -> YamlProblem:
+    """Where the first byte or character that YAML cannot read is, and what it is."""
+    if isinstance(text, bytes):
+        raw = text
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            before = raw[: error.start]
+            line = before.count(b"\n")
+            column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace"))
+            return YamlProblem(
+                line,
+                column,
+                f"the file is not UTF-8 text (byte 0x{raw[error.start]:02x})",
+                "policy files are YAML text in UTF-8",
+            )
+    for line_number, line_text in enumerate(text.splitlines()):
+        for column, character in enumerate(line_text):
+            if not _printable(character):
+                return YamlProblem(
+                    line_number,
+                    column,
+                    f"the character U+{ord(character):04X} is not allowed in YAML",
+                    "remove it; control characters cannot appear in a YAML file",
+                )
+    return YamlProblem(0, 0, "the file cannot be read as YAML text")
+
+
+def _printable(character: str) -> bool:
+    code = ord(character)
+    return (
+        character in "\t\n\r"
+        or 0x20 <= code <= 0x7E
+        or code == 0x85
+        or 0xA0 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or code >= 0x10000
+    ) and code != 0xFEFF
 
 
 class _Builder:
@@ -228,11 +274,15 @@ class _Builder:
                         f"duplicate key {key!r}",
                         (*path, key),
                         f"the first {key!r} is on line {first + 1}; keep one of them",
+                        spoils_value=False,
                     )
                     continue
                 if key == "<<":
                     self._problem(
-                        key_node, "merge keys (<<) are not supported", path, "write the keys out"
+                        key_node,
+                        "merge keys (<<) are not supported",
+                        path,
+                        "write the keys out",
                     )
                     continue
                 item = self.build(value_node, depth + 1, (*path, key))
@@ -252,17 +302,21 @@ class _Builder:
 
     def _key(self, node: Node, path: tuple[str | int, ...]) -> str | int | None:
         if node.__class__ is not ScalarNode:
-            self._problem(node, "a key must be a plain value, not a list or mapping", path)
+            self._problem(
+                node, "a key must be a plain value, not a list or mapping", path, spoils_value=False
+            )
             return None
         key = self._scalar(node, path)
         if isinstance(key, str | int) and not isinstance(key, bool):
             return key
         if key is None:
-            self._problem(node, "a key cannot be empty (null)", path)
+            self._problem(node, "a key cannot be empty (null)", path, spoils_value=False)
             return None
         if isinstance(key, bool):
             return str(node.value)
-        self._problem(node, f"a key must be text, not {type(key).__name__}", path)
+        self._problem(
+            node, f"a key must be text, not {type(key).__name__}", path, spoils_value=False
+        )
         return None
 
     @staticmethod
@@ -299,10 +353,15 @@ class _Builder:
         return value
 
     def _problem(
-        self, node: Node, message: str, path: tuple[str | int, ...], hint: str | None = None
+        self,
+        node: Node,
+        message: str,
+        path: tuple[str | int, ...],
+        hint: str | None = None,
+        spoils_value: bool = True,
     ) -> None:
         mark = node.start_mark
-        self.problems.append(YamlProblem(mark.line, mark.column, message, hint, path))
+        self.problems.append(YamlProblem(mark.line, mark.column, message, hint, path, spoils_value))
 
 
 def _to_int(value: str) -> int:

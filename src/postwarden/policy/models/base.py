@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 class PolicyModel(BaseModel):
@@ -15,3 +17,12 @@ class PolicyModel(BaseModel):
         populate_by_name=True,
         use_attribute_docstrings=True,
     )
+
+
+class EntryModel(PolicyModel):
+    """An entry whose settings are all optional: `example.org:` with nothing is allowed."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nothing_means_defaults(cls, data: Any) -> Any:
+        return {} if data is None else data

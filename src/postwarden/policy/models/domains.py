@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.models.base import EntryModel
 from postwarden.policy.units import Address, DnsLabel, Name
 
 
-class Domain(PolicyModel):
+class Domain(EntryModel):
     dkim_selector: DnsLabel | None = None
     """Sign outgoing mail with DKIM under this selector."""
     throttle: Name | None = None

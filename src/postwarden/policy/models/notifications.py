@@ -31,12 +31,15 @@ class Channel(PolicyModel):
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> Channel:
         kinds = [k for k in ("email", "webhook", "sms") if getattr(self, k) is not None]
-        if len(kinds) != 1:
+        if not kinds:
+            raise invalid(
+                "channel", "a channel needs one of email, webhook or sms", "add one of them"
+            )
+        if len(kinds) > 1:
             raise invalid(
                 "channel",
-                "a channel is exactly one of email, webhook or sms"
-                + (f", not {' and '.join(kinds)}" if kinds else ""),
-                "declare one channel per kind and name both in notify:",
+                f"a channel is exactly one of email, webhook or sms, not {' and '.join(kinds)}",
+                "declare one channel per kind and name each in notify:",
             )
         return self
 

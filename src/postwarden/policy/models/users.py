@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.models.base import EntryModel
 from postwarden.policy.units import Address, Name, Size
 
 
-class User(PolicyModel):
+class User(EntryModel):
     name: str | None = None
     """Display name; also refused inside the password when forbid_personal is on."""
     aliases: list[Address] = Field(default_factory=list)

@@ -1,0 +1,197 @@
+"""Cross-section checks at and across their boundaries, warnings included."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from postwarden.policy.checks import hash_scheme_of
+from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
+from tests.conftest import MINIMAL_POLICY
+
+WritePolicy = Callable[..., Path]
+ARGON = (
+    "$argon2id$v=19$m=65536,t=3,p=1$JhIRdsyZzXCJNl1ipusBIA"
+    "$+TU5upoXNfR+GBKB+S17/yixbSArLNq9ym4gXSCKyyU"
+)
+
+
+def _load(write_policy: WritePolicy, extra: str, secrets: str | None = None) -> LoadedPolicy:
+    return load_policy(write_policy(MINIMAL_POLICY + extra, secrets))
+
+
+def _errors(write_policy: WritePolicy, extra: str, secrets: str | None = None) -> list[str]:
+    with pytest.raises(PolicyInvalid) as raised:
+        _load(write_policy, extra, secrets)
+    return [f"{p.path}: {p.message}" for p in raised.value.problems if p.severity == "error"]
+
+
+def _warnings(write_policy: WritePolicy, extra: str, secrets: str | None = None) -> list[str]:
+    return [f"{p.path}: {p.message}" for p in _load(write_policy, extra, secrets).warnings]
+
+
+def test_nested_lists_without_a_loop_are_fine(write_policy: WritePolicy) -> None:
+    extra = (
+        "lists:\n"
+        "  a@example.com: {members: [b@example.com, x@elsewhere.net]}\n"
+        "  b@example.com: {members: [c@example.com]}\n"
+        "  c@example.com: {members: [y@elsewhere.net]}\n"
+    )
+    assert _load(write_policy, extra).policy.lists["a@example.com"].members[0] == "b@example.com"
+
+
+def test_a_loop_of_three_lists(write_policy: WritePolicy) -> None:
+    extra = (
+        "lists:\n"
+        "  a@example.com: {members: [b@example.com]}\n"
+        "  b@example.com: {members: [c@example.com]}\n"
+        "  c@example.com: {members: [a@example.com]}\n"
+    )
+    assert _errors(write_policy, extra) == [
+        "lists.a@example.com.members[0]: the lists form a loop: "
+        "a@example.com -> b@example.com -> c@example.com -> a@example.com"
+    ]
+
+
+def test_failover_chain_without_a_loop(write_policy: WritePolicy) -> None:
+    extra = (
+        "ip_pools:\n"
+        "  a: {helo: a.example.com, addresses: [{address: 192.0.2.1, state: quarantined}],"
+        " failover: b}\n"
+        "  b: {helo: b.example.com, addresses: [{address: 192.0.2.2}], failover: c}\n"
+        "  c: {helo: c.example.com, addresses: [{address: 192.0.2.3}]}\n"
+    )
+    assert _load(write_policy, extra).policy.ip_pools["a"].failover == "b"
+
+
+def test_failover_loop_through_three_pools(write_policy: WritePolicy) -> None:
+    extra = (
+        "ip_pools:\n"
+        "  a: {helo: a.example.com, addresses: [{address: 192.0.2.1}], failover: b}\n"
+        "  b: {helo: b.example.com, addresses: [{address: 192.0.2.2}], failover: c}\n"
+        "  c: {helo: c.example.com, addresses: [{address: 192.0.2.3}], failover: a}\n"
+    )
+    assert _errors(write_policy, extra) == [
+        "ip_pools.a.failover: failover loops back to this pool: a -> b -> c -> a"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scores", "ok"),
+    [
+        ("{add_header_score: 6, hold_score: 10, reject_score: 15}", True),
+        ("{add_header_score: 6, reject_score: 15}", True),
+        ("{hold_score: 10}", True),
+        ("{add_header_score: 10, hold_score: 10}", False),
+        ("{hold_score: 15, reject_score: 10}", False),
+        ("{add_header_score: 16, reject_score: 15}", False),
+        ("{}", False),
+    ],
+)
+def test_spam_scores_rise(write_policy: WritePolicy, scores: str, ok: bool) -> None:
+    extra = f"abuse:\n  outbound_spam: {scores}\n"
+    if ok:
+        _load(write_policy, extra)
+    else:
+        assert len(_errors(write_policy, extra)) == 1
+
+
+def test_send_as_in_a_local_domain_is_allowed(write_policy: WritePolicy) -> None:
+    extra = "users:\n  a@example.com: {send_as: [billing@example.com]}\n"
+    assert _load(write_policy, extra).policy.users["a@example.com"].send_as == [
+        "billing@example.com"
+    ]
+
+
+def test_alias_equal_to_own_address(write_policy: WritePolicy) -> None:
+    errors = _errors(write_policy, "users:\n  a@example.com: {aliases: [a@example.com]}\n")
+    assert errors == [
+        "users.a@example.com.aliases[0]: a@example.com is already defined as this user"
+    ]
+
+
+def test_events_that_can_never_fire_warn(write_policy: WritePolicy) -> None:
+    extra = (
+        "notifications:\n  chat: {webhook: {url: 'https://chat.example.net/h'}}\n"
+        "events:\n"
+        "  - {on: spam.outbound, notify: [chat]}\n"
+        "  - {on: abuse.auth_failures, notify: [chat]}\n"
+        "  - {on: message.large, above: 30MiB, notify: [chat]}\n"
+        "  - {on: ip.blacklisted, notify: [chat]}\n"
+    )
+    assert _warnings(write_policy, extra) == [
+        "events[0].on: spam.outbound never fires: abuse.outbound_spam is not configured",
+        "events[1].on: abuse.auth_failures never fires: "
+        "abuse.bad_smtp_sessions.auth_failures is not configured",
+        "events[2].above: never fires: 30MiB is not below server.message_size_limit (25MiB)",
+    ]
+
+
+def test_plain_http_webhook_warns(write_policy: WritePolicy) -> None:
+    extra = "notifications:\n  chat: {webhook: {url: 'http://chat.example.net/h'}}\n"
+    assert _warnings(write_policy, extra) == [
+        "notifications.chat.webhook.url: notifications would travel unencrypted"
+    ]
+
+
+def test_email_channel_without_relay_is_an_error_only_when_used(write_policy: WritePolicy) -> None:
+    unused = "notifications:\n  admins: {email: [ops@example.com]}\n"
+    _load(write_policy, unused)
+    used = unused + "events:\n  - {on: queue.size, above: 100, notify: [admins]}\n"
+    assert _errors(write_policy, used) == [
+        "notifications.admins.email: email notifications need server.notification_relay"
+    ]
+
+
+def test_disabled_moderator_warns(write_policy: WritePolicy) -> None:
+    extra = (
+        "users:\n  mod@example.com: {disabled: true}\n"
+        "lists:\n  l@example.com: {members: [x@example.net], moderators: [mod@example.com],"
+        " posting: moderators}\n"
+    )
+    assert "lists.l@example.com.moderators[0]: moderator mod@example.com is disabled" in _warnings(
+        write_policy, extra
+    )
+
+
+def test_password_hash_checks(write_policy: WritePolicy) -> None:
+    extra = "users:\n  a@example.com: {}\n  b@example.com: {}\n"
+    bcrypt = "$2y$05$" + "a" * 53
+    secrets = (
+        f"password_hashes:\n  a@example.com: '{ARGON}'\n  b@example.com: '{bcrypt}'\n"
+        f"  ghost@example.com: '{ARGON}'\n"
+    )
+    warnings = _warnings(write_policy, extra, secrets)
+    assert warnings == [
+        "password_hashes.b@example.com: hashed with bcrypt, not argon2id",
+        "password_hashes.ghost@example.com: password hash for ghost@example.com, who is not a user",
+    ]
+
+
+def test_plain_password_in_hashes_is_an_error(write_policy: WritePolicy) -> None:
+    extra = "users:\n  a@example.com: {}\n"
+    secrets = "password_hashes:\n  a@example.com: Summer2026!\n"
+    with pytest.raises(PolicyInvalid) as raised:
+        _load(write_policy, extra, secrets)
+    (error,) = [p for p in raised.value.problems if p.severity == "error"]
+    assert error.file.endswith("secrets.yml")
+    assert (error.line, error.column) == (2, 18)
+    assert "Summer2026" not in error.text()
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme"),
+    [
+        (ARGON, "argon2id"),
+        ("{ARGON2ID}" + ARGON, "argon2id"),
+        ("$2b$12$" + "x" * 53, "bcrypt"),
+        ("$6$saltsalt$" + "y" * 86, "sha512-crypt"),
+        ("$6$rounds=5000$saltsalt$" + "y" * 86, "sha512-crypt"),
+        ("plaintext", None),
+        ("$1$md5salt$hash", None),
+    ],
+)
+def test_hash_schemes(value: str, scheme: str | None) -> None:
+    assert hash_scheme_of(value) == scheme
