@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from postwarden.policy.load import PolicyInvalid, load_policy
+from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
 from postwarden.policy.secret_types import SecretValue
 from tests.conftest import CONTRACT, EXAMPLE_INVENTORY, MINIMAL_POLICY
 
@@ -146,16 +145,24 @@ def _relay_policy(write_policy: WritePolicy) -> Path:
     return write_policy(text)
 
 
-def test_vault_encrypted_secrets_file(write_policy: WritePolicy, tmp_path: Path) -> None:
-    policy = _relay_policy(write_policy)
-    (tmp_path / "secrets.yml").write_bytes(_vault_encrypt(b"relay: from-the-vault\n", b"pw"))
-    password_file = tmp_path / "vault-pass"
-    password_file.write_text("pw\n")
-    loaded = load_policy(policy, vault_password_file=password_file)
+def _relay_password(loaded: LoadedPolicy) -> str:
     relay = loaded.policy.server.notification_relay
     assert relay is not None
     assert relay.password is not None
-    assert relay.password.reveal() == "from-the-vault"
+    return relay.password.reveal()
+
+
+def _password_file(directory: Path, password: str) -> Path:
+    path = directory / "vault-pass"
+    path.write_text(password + "\n")
+    return path
+
+
+def test_vault_encrypted_secrets_file(write_policy: WritePolicy, tmp_path: Path) -> None:
+    policy = _relay_policy(write_policy)
+    (tmp_path / "secrets.yml").write_bytes(_vault_encrypt(b"relay: from-the-vault\n", b"pw"))
+    loaded = load_policy(policy, vault_password_file=_password_file(tmp_path, "pw"))
+    assert _relay_password(loaded) == "from-the-vault"
 
 
 def test_vault_password_from_the_environment(
@@ -163,13 +170,8 @@ def test_vault_password_from_the_environment(
 ) -> None:
     policy = _relay_policy(write_policy)
     (tmp_path / "secrets.yml").write_bytes(_vault_encrypt(b"relay: env\n", b"pw"))
-    password_file = tmp_path / "vault-pass"
-    password_file.write_text("pw\n")
-    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(password_file))
-    relay = load_policy(policy).policy.server.notification_relay
-    assert relay is not None
-    assert relay.password is not None
-    assert relay.password.reveal() == "env"
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(_password_file(tmp_path, "pw")))
+    assert _relay_password(load_policy(policy)) == "env"
 
 
 def test_vault_password_script(write_policy: WritePolicy, tmp_path: Path) -> None:
@@ -178,16 +180,15 @@ def test_vault_password_script(write_policy: WritePolicy, tmp_path: Path) -> Non
     script = tmp_path / "vault-pass.sh"
     script.write_text("#!/bin/sh\necho pw2\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    relay = load_policy(policy, vault_password_file=script).policy.server.notification_relay
-    assert relay is not None
-    assert relay.password is not None
-    assert relay.password.reveal() == "scripted"
+    assert _relay_password(load_policy(policy, vault_password_file=script)) == "scripted"
 
 
-def test_vault_without_password(write_policy: WritePolicy, tmp_path: Path) -> None:
+def test_vault_without_password(
+    write_policy: WritePolicy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     policy = _relay_policy(write_policy)
     (tmp_path / "secrets.yml").write_bytes(_vault_encrypt(b"relay: x\n", b"pw"))
-    os.environ.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     errors = _errors(policy)
     assert any("encrypted with ansible-vault" in e and "--vault-password-file" in e for e in errors)
 
@@ -195,9 +196,7 @@ def test_vault_without_password(write_policy: WritePolicy, tmp_path: Path) -> No
 def test_vault_with_wrong_password(write_policy: WritePolicy, tmp_path: Path) -> None:
     policy = _relay_policy(write_policy)
     (tmp_path / "secrets.yml").write_bytes(_vault_encrypt(b"relay: x\n", b"right"))
-    password_file = tmp_path / "vault-pass"
-    password_file.write_text("wrong\n")
-    errors = _errors(policy, vault_password_file=password_file)
+    errors = _errors(policy, vault_password_file=_password_file(tmp_path, "wrong"))
     assert any("cannot decrypt the secrets file" in e for e in errors)
     assert not any("right" in e for e in errors)
 
@@ -207,12 +206,8 @@ def test_inline_vault_values(write_policy: WritePolicy, tmp_path: Path) -> None:
     cipher = _vault_encrypt(b"inline-secret", b"pw").decode()
     indented = "\n".join("  " + line for line in cipher.splitlines())
     (tmp_path / "secrets.yml").write_text(f"relay: !vault |\n{indented}\n")
-    password_file = tmp_path / "vault-pass"
-    password_file.write_text("pw\n")
-    relay = load_policy(policy, vault_password_file=password_file).policy.server.notification_relay
-    assert relay is not None
-    assert relay.password is not None
-    assert relay.password.reveal() == "inline-secret"
+    loaded = load_policy(policy, vault_password_file=_password_file(tmp_path, "pw"))
+    assert _relay_password(loaded) == "inline-secret"
 
 
 def test_unreadable_policy(tmp_path: Path) -> None:
