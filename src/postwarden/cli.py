@@ -11,6 +11,10 @@ import typer
 
 from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
 from postwarden.policy.problems import Problem, dumps, errors, to_json
+from postwarden.render.host import HostSettings, load_host_settings
+from postwarden.render.plan import DEFAULT_MAX_SHARE, as_json, as_markdown, as_text, make_plan
+from postwarden.render.render import render
+from postwarden.render.tree import write_tree
 from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
 
@@ -97,6 +101,98 @@ def _report_valid(loaded: LoadedPolicy, output: OutputFormat) -> None:
     typer.echo(f"{loaded.policy_file}: valid")
     for line in summary_lines(summary):
         typer.echo(line)
+
+
+HostVarsOpt = Annotated[
+    Path | None,
+    typer.Option("--host-vars", help="YAML file of host settings (listen addresses, relayhost)."),
+]
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def _load_or_exit(
+    policy: Path, secrets: Path | None, vault_password_file: Path | None, output: OutputFormat
+) -> LoadedPolicy:
+    try:
+        loaded = load_policy(policy, secrets, vault_password_file)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(policy), invalid.problems, output)
+        raise typer.Exit(1) from None
+    _print_problems(loaded.warnings)
+    return loaded
+
+
+def _host_or_exit(host_vars: Path | None) -> HostSettings:
+    try:
+        return load_host_settings(host_vars)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(host_vars), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+
+
+@app.command("render")
+def render_command(
+    policy: PolicyArg,
+    output_dir: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory that receives the host's tree.")
+    ],
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    host_vars: HostVarsOpt = None,
+) -> None:
+    """Render every config file into DIR/etc/...: all of it, or nothing on error."""
+    loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
+    host = _host_or_exit(host_vars)
+    tree = render(loaded, host)
+    write_tree(tree, output_dir)
+    secret = sum(1 for f in tree.values() if f.secret)
+    typer.echo(f"rendered {len(tree)} files into {output_dir} ({secret} readable by owners only)")
+
+
+@app.command("plan")
+def plan_command(
+    policy: PolicyArg,
+    against: Annotated[
+        Path, typer.Option("--against", help="A directory mirroring the host (or a render).")
+    ],
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    host_vars: HostVarsOpt = None,
+    output: Annotated[PlanFormat, typer.Option("--format", help="Output format.")] = (
+        PlanFormat.text
+    ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a plan that rewrites most of the host.")
+    ] = False,
+    max_share: Annotated[
+        float,
+        typer.Option(
+            "--max-change-share", help="Largest share of existing files a plan may touch."
+        ),
+    ] = DEFAULT_MAX_SHARE,
+) -> None:
+    """Show what rendering would change against DIR, without writing anything."""
+    loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
+    plan = make_plan(render(loaded, _host_or_exit(host_vars)), against)
+    formatter = {
+        PlanFormat.text: as_text,
+        PlanFormat.markdown: as_markdown,
+        PlanFormat.json: as_json,
+    }
+    typer.echo(formatter[output](plan), nl=False)
+    if plan.too_large(max_share) and not force:
+        typer.echo(
+            f"refusing: the plan changes or removes {plan.touched_existing} of "
+            f"{plan.existing} existing files (more than {max_share:.0%}); "
+            "review it and rerun with --force",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from yaml.nodes import CollectionNode
 
 from postwarden.policy.checks import run_checks
 from postwarden.policy.model_errors import convert
 from postwarden.policy.models import SECTIONS, Policy
-from postwarden.policy.problems import Finding, Problem, dotted, errors, sort_problems
+from postwarden.policy.placement import place
+from postwarden.policy.problems import Finding, Problem, errors, sort_problems
 from postwarden.policy.secrets import Secrets
-from postwarden.policy.secrets_file import SecretsSource, load_secrets
-from postwarden.policy.yaml_source import NodeIndex, YamlDocument, parse, yaml_findings
+from postwarden.policy.secrets_file import load_secrets
+from postwarden.policy.yaml_source import parse, yaml_findings
 
 DEFAULT_SECRETS_NAME = "secrets.yml"
 REQUIRED_SECTIONS = ("server", "domains")
@@ -34,6 +34,8 @@ class LoadedPolicy:
     secrets: Secrets
     policy_file: str
     warnings: list[Problem] = field(default_factory=list)
+    policy_text: str = ""
+    """The policy file as written, for the hosts that read it themselves."""
 
 
 class PolicyInvalid(Exception):
@@ -125,10 +127,14 @@ def _load_policy(
         spoiled = [p.path for p in document.problems if p.spoils_value]
         findings += [f for f in model_findings if not _under_any(f.path, spoiled)]
 
-    problems = _place(findings, name, document, secrets)
+    sources = {
+        "policy": (name, document),
+        "secrets": (secrets.secrets.path or "", secrets.document),
+    }
+    problems = place(findings, sources)
     if errors(problems) or policy is None:
         raise PolicyInvalid(problems)
-    return LoadedPolicy(policy, secrets.secrets, name, sort_problems(problems))
+    return LoadedPolicy(policy, secrets.secrets, name, sort_problems(problems), raw.decode("utf-8"))
 
 
 def _under_any(path: tuple[str | int, ...], prefixes: list[tuple[str | int, ...]]) -> bool:
@@ -163,46 +169,3 @@ def _partial(data: dict[str, Any], broken: set[Any], context: dict[str, Any]) ->
         except ValidationError:
             broken.add(name)
     return Policy.model_construct(**values)
-
-
-def _place(
-    findings: list[Finding], name: str, document: YamlDocument, secrets: SecretsSource
-) -> list[Problem]:
-    """Give every finding its file, line and column."""
-    indexes = {"policy": NodeIndex(document.root)}
-    if secrets.document is not None:
-        indexes["secrets"] = NodeIndex(secrets.document.root)
-    files = {"policy": name, "secrets": secrets.secrets.path or ""}
-    problems = []
-    for finding in findings:
-        line, column = finding.at or _position(indexes.get(finding.source), finding)
-        problems.append(
-            Problem(
-                files[finding.source],
-                line + 1,
-                column + 1,
-                dotted(finding.path),
-                finding.message,
-                finding.hint,
-                finding.severity,
-            )
-        )
-    return problems
-
-
-def _position(index: NodeIndex | None, finding: Finding) -> tuple[int, int]:
-    if index is None or index.root is None:
-        return 0, 0
-    steps = list(index.walk(finding.path))
-    if not steps:
-        mark = index.root.start_mark
-        return mark.line, mark.column
-    complete = len(steps) == len(finding.path)
-    key_node, value_node = steps[-1]
-    node = value_node
-    block = isinstance(value_node, CollectionNode) and not value_node.flow_style
-    if not complete or finding.point_at != "value" or block:
-        # a key itself, a missing key, or a whole block mapping or list (which
-        # starts on the next line): point at the entry by its key where it has one
-        node = key_node or value_node
-    return node.start_mark.line, node.start_mark.column

@@ -38,7 +38,7 @@ class Finding:
     message: str
     hint: str | None = None
     severity: Severity = "error"
-    source: Literal["policy", "secrets"] = "policy"
+    source: Literal["policy", "secrets", "settings"] = "policy"
     point_at: Literal["value", "key", "entry"] = "value"
     """value: the value node; key: the key node; entry: the key of the deepest entry found."""
     at: tuple[int, int] | None = None

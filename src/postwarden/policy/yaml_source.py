@@ -155,7 +155,9 @@ def parse(text: str | bytes) -> YamlDocument:
     return YamlDocument(root, data, builder.problems)
 
 
-def yaml_findings(document: YamlDocument, source: Literal["policy", "secrets"]) -> list[Finding]:
+def yaml_findings(
+    document: YamlDocument, source: Literal["policy", "secrets", "settings"]
+) -> list[Finding]:
     return [
         Finding(p.path, p.message, p.hint, source=source, at=(p.line, p.column))
         for p in document.problems

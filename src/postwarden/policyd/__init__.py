@@ -1,0 +1,1 @@
+"""postwarden-policyd: Postfix's policy service, enforcing what Postfix cannot alone."""

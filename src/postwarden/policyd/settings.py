@@ -1,0 +1,32 @@
+"""The daemon's own settings file (/etc/postwarden/policyd.yml): where it listens,
+where it keeps state, and where the policy it enforces is."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.units import Duration, Seconds
+
+SETTINGS_PATH = "/etc/postwarden/policyd.yml"
+POLICY_PATH = "/etc/postwarden/policy.yml"
+SECRETS_PATH = "/etc/postwarden/secrets.yml"
+
+
+class PolicydSettings(PolicyModel):
+    policy: str = POLICY_PATH
+    secrets: str = SECRETS_PATH
+    listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:10040"])
+    """TCP HOST:PORT or unix:PATH, one or more."""
+    metrics_listen: str = "127.0.0.1:9466"
+    """Prometheus metrics and the Alertmanager bridge (HTTP)."""
+    store: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: str = "/var/lib/postwarden/counters.sqlite"
+    redis_url: str | None = None
+    fail_mode: Literal["open", "closed"] = "closed"
+    """When the store cannot be reached: let mail through (open) or defer it (closed)."""
+    usage_log: str = "/var/lib/postwarden/usage.sqlite"
+    usage_retention: Duration = Seconds(90 * 86400)
+    log_file: str = "/var/log/postwarden/policyd.log"

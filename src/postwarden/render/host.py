@@ -1,0 +1,52 @@
+"""Settings of one mail host that are not policy: where it listens, its name.
+
+They come from the inventory (Ansible host variables) or from `--host-vars
+FILE`; the defaults suit an all-in-one host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from postwarden.policy.models.base import PolicyModel
+from postwarden.policy.units import Hostname
+
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "[::1]/128")
+
+
+class HostSettings(PolicyModel):
+    name: Hostname | None = None
+    """The host's own name; defaults to server.hostname."""
+    mynetworks: list[str] = Field(default_factory=lambda: list(LOOPBACK_NETWORKS))
+    """Clients that may relay without logging in: keep this to the host itself."""
+    relayhost: str | None = None
+    """Send all outbound mail through this relay, e.g. '[127.0.0.1]:2525' in a lab."""
+    policyd_listen: str = "127.0.0.1:10040"
+    """Where postwarden-policyd answers Postfix's policy requests."""
+    policyd_metrics_listen: str = "127.0.0.1:9466"
+    rspamd_milter: str = "inet:127.0.0.1:11332"
+    smtpd_ports: Annotated[list[int], Field(min_length=0)] = Field(default_factory=lambda: [25])
+    """Ports where other servers deliver mail (port 25)."""
+    submission_port: int | None = 587
+    submissions_port: int | None = 465
+    mail_root: str = "/var/vmail"
+    """Where Dovecot keeps the mailboxes."""
+    policyd_store: Literal["sqlite", "redis"] = "sqlite"
+    """sqlite keeps counters on this host; redis shares them between MTAs."""
+    redis_url: str | None = None
+    policyd_fail_mode: Literal["open", "closed"] = "closed"
+    rspamd_fuzzy: bool = True
+    """Ask rspamd's public fuzzy servers; turn off where the host cannot reach them."""
+    rspamd_test_patterns: bool = False
+    """Let rspamd act on the GTUBE-style test strings for add-header and subject rewrite."""
+
+
+def load_host_settings(path: Path | None) -> HostSettings:
+    if path is None:
+        return HostSettings()
+    from postwarden.policy.settings_file import load_settings_file
+
+    return load_settings_file(path, HostSettings)

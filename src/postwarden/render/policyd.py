@@ -1,0 +1,54 @@
+"""postwarden-policyd: its settings, and the policy with only the secrets it needs.
+
+The daemon reads the policy with the same loader as the command line. Its
+secrets file holds the values the policy references (relay password, tokens),
+never the users' password hashes: the daemon has no use for them.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from postwarden.policy.models import Policy
+from postwarden.policy.secrets import Secrets
+from postwarden.policyd.settings import SETTINGS_PATH, PolicydSettings
+from postwarden.render.host import HostSettings
+from postwarden.render.templating import header
+from postwarden.render.tree import RenderedFile
+
+DAEMON_GROUP = "postwarden"
+
+
+def policyd_settings(host: HostSettings) -> PolicydSettings:
+    return PolicydSettings(
+        listen=[host.policyd_listen],
+        metrics_listen=host.policyd_metrics_listen,
+        store=host.policyd_store,
+        redis_url=host.redis_url,
+        fail_mode=host.policyd_fail_mode,
+    )
+
+
+def named_secrets(secrets: Secrets) -> dict[str, str]:
+    """Every named secret; password hashes stay out."""
+    return dict(sorted(secrets.values.items()))
+
+
+def render_policyd(
+    policy: Policy, secrets: Secrets, host: HostSettings, source: str, policy_text: str
+) -> list[RenderedFile]:
+    settings = policyd_settings(host)
+    dump = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+    values = named_secrets(secrets)
+    secret_values = yaml.safe_dump(values, sort_keys=True) if values else ""
+    return [
+        RenderedFile(SETTINGS_PATH, header(source) + dump, "postwarden-policyd"),
+        RenderedFile(settings.policy, header(source) + policy_text, "postwarden-policyd"),
+        RenderedFile(
+            settings.secrets,
+            header(source) + secret_values,
+            "postwarden-policyd",
+            mode=0o640,
+            group=DAEMON_GROUP,
+        ),
+    ]
