@@ -195,6 +195,52 @@ def plan_command(
         raise typer.Exit(1)
 
 
+@app.command("policyd")
+def policyd_command(
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="The daemon's settings file.")
+    ] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="The policy file.")] = None,
+    secrets: SecretsOpt = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option("--listen", help="HOST:PORT or unix:PATH; may be given more than once."),
+    ] = None,
+    log_file: Annotated[
+        str | None, typer.Option("--log-file", help="Log here instead of standard error.")
+    ] = None,
+) -> None:
+    """Run postwarden-policyd, Postfix's policy service."""
+    from postwarden.policy.settings_file import load_settings_file
+    from postwarden.policyd.daemon import load_view, run
+    from postwarden.policyd.settings import PolicydSettings
+
+    try:
+        settings = (
+            load_settings_file(settings_file, PolicydSettings)
+            if settings_file
+            else PolicydSettings(log_file="")
+        )
+    except PolicyInvalid as invalid:
+        _report_invalid(str(settings_file), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    overrides: dict[str, object] = {}
+    if policy is not None:
+        overrides["policy"] = str(policy)
+        overrides["secrets"] = str(secrets or policy.parent / "secrets.yml")
+    if listen:
+        overrides["listen"] = listen
+    if log_file is not None:
+        overrides["log_file"] = log_file
+    settings = settings.model_copy(update=overrides)
+    try:
+        load_view(settings)
+    except PolicyInvalid as invalid:
+        _report_invalid(settings.policy, invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    run(settings)
+
+
 @app.command()
 def schema(
     output: Annotated[

@@ -8,6 +8,7 @@ every other check still runs: one run shows every independent problem.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -329,6 +330,13 @@ def pool_addresses_unique(policy: Policy, secrets: Secrets) -> Iterator[Finding]
     seen: dict[str, str] = {}
     for name, pool in policy.ip_pools.items():
         for index, member in enumerate(pool.addresses):
+            if ipaddress.ip_address(member.address).is_loopback:
+                yield Finding(
+                    ("ip_pools", name, "addresses", index, "address"),
+                    f"{member.address} is a loopback address: mail from it reaches no other host",
+                    "fine for a lab; a production pool needs public addresses",
+                    severity="warning",
+                )
             first = seen.get(member.address)
             if first is not None:
                 yield Finding(

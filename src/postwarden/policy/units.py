@@ -295,10 +295,8 @@ def parse_ip(value: Any) -> str:
         address = ipaddress.ip_address(text)
     except ValueError:
         raise invalid("ip", f"{text!r} is not an IP address") from None
-    if address.is_unspecified or address.is_multicast or address.is_loopback:
-        raise invalid(
-            "ip", f"{text} cannot send mail to the Internet", "give a routable unicast address"
-        )
+    if address.is_unspecified or address.is_multicast:
+        raise invalid("ip", f"{text} cannot send mail", "give a unicast address")
     return str(address)
 
 

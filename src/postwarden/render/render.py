@@ -6,13 +6,21 @@ from pathlib import PurePath
 
 from postwarden.policy.load import LoadedPolicy
 from postwarden.render.dovecot import render_dovecot
+from postwarden.render.fail2ban import render_fail2ban
 from postwarden.render.host import HostSettings
+from postwarden.render.monitoring import render_monitoring
 from postwarden.render.policyd import render_policyd
 from postwarden.render.postfix import render_postfix
 from postwarden.render.rspamd import render_rspamd
 from postwarden.render.tree import RenderedTree
 
-RENDERERS = (render_postfix, render_dovecot, render_rspamd)
+RENDERERS = (
+    render_postfix,
+    render_dovecot,
+    render_rspamd,
+    render_fail2ban,
+    render_monitoring,
+)
 
 
 def render(loaded: LoadedPolicy, host: HostSettings, source: str | None = None) -> RenderedTree:

@@ -1,0 +1,120 @@
+"""Counters in memory: sliding windows, message sizes and bans.
+
+A window is kept as up to ``BUCKETS`` buckets (a 1 h window counts per minute).
+A bucket leaves the window only when all of it is older than the window, so a
+limit is never exceeded in any window, and at the boundary a count is at most
+one bucket late to expire: the 201st message in the hour is refused, exactly.
+
+``run`` applies a batch of operations as one step; the caller holds whatever
+lock makes that step atomic. Everything is plain data so that the SQLite store
+can write it behind and read it back after a restart.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from postwarden.policyd.decide import Add, Ban, BanCheck, Op, Result, SimilarSizes, Take
+
+BUCKETS = 60
+
+
+@dataclass(slots=True)
+class Window:
+    bucket_seconds: int
+    buckets: deque[list[int]] = field(default_factory=deque)
+    """[bucket number, count] pairs, oldest first."""
+    total: int = 0
+
+    def expire(self, now: float, window: int) -> None:
+        current = int(now) // self.bucket_seconds
+        # one bucket more than the window spans: a count leaves late, never early
+        spanned = (window + self.bucket_seconds - 1) // self.bucket_seconds
+        oldest_kept = current - spanned - 1
+        while self.buckets and self.buckets[0][0] <= oldest_kept:
+            self.total -= self.buckets.popleft()[1]
+
+    def add(self, now: float, weight: int) -> None:
+        current = int(now) // self.bucket_seconds
+        if self.buckets and self.buckets[-1][0] == current:
+            self.buckets[-1][1] += weight
+        else:
+            self.buckets.append([current, weight])
+        self.total += weight
+
+
+def bucket_seconds(window: int) -> int:
+    return max(1, window // BUCKETS)
+
+
+@dataclass
+class Counters:
+    windows: dict[str, Window] = field(default_factory=dict)
+    sizes: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    bans: dict[str, float] = field(default_factory=dict)
+    """Client address -> time the ban ends."""
+    dirty: set[str] = field(default_factory=set)
+    """Keys changed since the last write-behind."""
+
+    def run(self, ops: list[Op], now: float) -> list[Result]:
+        results: list[Result] = []
+        for op in ops:
+            if isinstance(op, BanCheck):
+                banned = self.bans.get(op.client, 0.0) > now
+                results.append(banned)
+                if banned:
+                    results += [None] * (len(ops) - len(results))
+                    break
+            elif isinstance(op, Take):
+                window = self._window(op.key, op.window, now)
+                taken = window.total + op.weight <= op.limit
+                if taken:
+                    window.add(now, op.weight)
+                    self.dirty.add(op.key)
+                results.append(taken)
+            elif isinstance(op, Add):
+                window = self._window(op.key, op.window, now)
+                window.add(now, op.weight)
+                self.dirty.add(op.key)
+                results.append(window.total)
+            elif isinstance(op, SimilarSizes):
+                results.append(self._similar(op, now))
+            else:
+                assert isinstance(op, Ban)
+                self.bans[op.client] = max(self.bans.get(op.client, 0.0), now + op.seconds)
+                self.dirty.add(f"ban:{op.client}")
+                results.append(None)
+        return results
+
+    def _window(self, key: str, window: int, now: float) -> Window:
+        found = self.windows.get(key)
+        if found is None:
+            found = self.windows[key] = Window(bucket_seconds(window))
+        found.expire(now, window)
+        return found
+
+    def _similar(self, op: SimilarSizes, now: float) -> int:
+        sizes = self.sizes.get(op.key)
+        if sizes is None:
+            sizes = self.sizes[op.key] = deque()
+        while sizes and sizes[0][0] <= now - op.window:
+            sizes.popleft()
+        sizes.append((now, op.size))
+        self.dirty.add(op.key)
+        low, high = op.size * (1 - op.tolerance), op.size * (1 + op.tolerance)
+        return sum(1 for _, size in sizes if low <= size <= high)
+
+    def sweep(self, now: float, longest_window: int) -> None:
+        """Forget what no window can see any more: memory stays bounded by activity."""
+        horizon = now - longest_window - BUCKETS
+        for key in [
+            k
+            for k, w in self.windows.items()
+            if not w.buckets or w.buckets[-1][0] * w.bucket_seconds < horizon
+        ]:
+            del self.windows[key]
+        for key in [k for k, s in self.sizes.items() if not s or s[-1][0] < horizon]:
+            del self.sizes[key]
+        for client in [c for c, until in self.bans.items() if until <= now]:
+            del self.bans[client]

@@ -1,0 +1,51 @@
+"""The daemon's core: drive a decision against the store, then act on the verdict
+(log lines, events, usage rows) without delaying the reply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from postwarden.policyd.decide import Event, UsageRow, Verdict, decide
+from postwarden.policyd.stores import Store, StoreUnavailable
+from postwarden.policyd.view import PolicyView
+
+log = logging.getLogger("postwarden.policyd")
+
+STORE_DOWN_CLOSED = "DEFER 4.3.0 the policy service cannot reach its counters; try again later"
+
+
+@dataclass
+class Engine:
+    view: PolicyView
+    store: Store
+    fail_mode: str = "closed"
+    on_event: Callable[[Event], None] = lambda event: None
+    on_usage: Callable[[UsageRow], None] = lambda row: None
+    store_errors: int = field(default=0)
+
+    async def decide(self, request: dict[str, str]) -> str:
+        decision = decide(request, self.view)
+        try:
+            ops = next(decision)
+            while True:
+                try:
+                    results = await self.store.run(ops)
+                except StoreUnavailable as error:
+                    return self._store_down(error)
+                ops = decision.send(results)
+        except StopIteration as stop:
+            verdict: Verdict = stop.value
+        for line in verdict.logs:
+            log.warning("%s", line)
+        for event in verdict.events:
+            self.on_event(event)
+        if verdict.usage is not None:
+            self.on_usage(verdict.usage)
+        return verdict.action
+
+    def _store_down(self, error: StoreUnavailable) -> str:
+        self.store_errors += 1
+        log.error("counter store unavailable (%s): failing %s", error, self.fail_mode)
+        return "DUNNO" if self.fail_mode == "open" else STORE_DOWN_CLOSED

@@ -1,0 +1,89 @@
+"""The policy as the daemon needs it: lookups by address, ready for every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from postwarden.policy.models import Policy
+from postwarden.policy.models.abuse import BadSmtpSessions, InternalSpammer
+from postwarden.policy.models.events import LargeMessageEvent
+from postwarden.policy.models.lists import MailingList
+from postwarden.policy.models.throttles import Throttle
+
+
+@dataclass(frozen=True)
+class NamedThrottle:
+    name: str
+    throttle: Throttle
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    local_domains: frozenset[str]
+    known_addresses: frozenset[str]
+    """Users, aliases and lists: every address that takes mail here."""
+    catch_all_domains: frozenset[str]
+    user_throttles: dict[str, NamedThrottle]
+    """By login: the user's own throttle, else the one of the user's domain."""
+    user_pools: dict[str, str]
+    lists: dict[str, MailingList]
+    list_throttles: dict[str, NamedThrottle]
+    internal_spammer: InternalSpammer | None
+    bad_sessions: BadSmtpSessions | None
+    large_message_above: int | None
+
+    def is_local(self, address: str) -> bool:
+        return address.rpartition("@")[2] in self.local_domains
+
+    def is_unknown_local(self, address: str) -> bool:
+        """A local-domain address nobody receives: what harvesters probe for."""
+        domain = address.rpartition("@")[2]
+        return (
+            domain in self.local_domains
+            and domain not in self.catch_all_domains
+            and address not in self.known_addresses
+            and _without_extension(address) not in self.known_addresses
+        )
+
+
+def _without_extension(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}"
+
+
+def compile_view(policy: Policy) -> PolicyView:
+    throttles = policy.throttles
+
+    def named(name: str | None) -> NamedThrottle | None:
+        return NamedThrottle(name, throttles[name]) if name and name in throttles else None
+
+    user_throttles = {}
+    user_pools = {}
+    known = set(policy.users) | set(policy.lists)
+    for address, user in policy.users.items():
+        known.update(user.aliases)
+        domain = policy.domains.get(address.rpartition("@")[2])
+        chosen = named(user.throttle) or named(domain.throttle if domain else None)
+        if chosen is not None:
+            user_throttles[address] = chosen
+        pool = user.ip_pool or (domain.ip_pool if domain else None)
+        if pool:
+            user_pools[address] = pool
+    list_throttles = {
+        address: chosen
+        for address, mailing_list in policy.lists.items()
+        if (chosen := named(mailing_list.throttle)) is not None
+    }
+    large = [int(e.above) for e in policy.events if isinstance(e, LargeMessageEvent)]
+    return PolicyView(
+        local_domains=frozenset(policy.domains),
+        known_addresses=frozenset(known),
+        catch_all_domains=frozenset(d for d, s in policy.domains.items() if s.catch_all),
+        user_throttles=user_throttles,
+        user_pools=user_pools,
+        lists=dict(policy.lists),
+        list_throttles=list_throttles,
+        internal_spammer=policy.abuse.internal_spammer,
+        bad_sessions=policy.abuse.bad_smtp_sessions,
+        large_message_above=min(large) if large else None,
+    )
