@@ -106,15 +106,22 @@ class Counters:
         return sum(1 for _, size in sizes if low <= size <= high)
 
     def sweep(self, now: float, longest_window: int) -> None:
-        """Forget what no window can see any more: memory stays bounded by activity."""
+        """Forget what no window can see any more: memory stays bounded by activity.
+        Forgotten keys count as changed, so the write-behind deletes them too."""
         horizon = now - longest_window - BUCKETS
-        for key in [
-            k
-            for k, w in self.windows.items()
-            if not w.buckets or w.buckets[-1][0] * w.bucket_seconds < horizon
-        ]:
+        old_windows = [
+            key
+            for key, window in self.windows.items()
+            if not window.buckets or window.buckets[-1][0] * window.bucket_seconds < horizon
+        ]
+        for key in old_windows:
             del self.windows[key]
-        for key in [k for k, s in self.sizes.items() if not s or s[-1][0] < horizon]:
+        old_sizes = [
+            key for key, sizes in self.sizes.items() if not sizes or sizes[-1][0] < horizon
+        ]
+        for key in old_sizes:
             del self.sizes[key]
-        for client in [c for c, until in self.bans.items() if until <= now]:
+        ended = [client for client, until in self.bans.items() if until <= now]
+        for client in ended:
             del self.bans[client]
+        self.dirty.update(old_windows, old_sizes, (f"ban:{c}" for c in ended))

@@ -62,7 +62,7 @@ def sd_notify(message: str) -> None:
 
 
 def make_store(settings: PolicydSettings) -> Store:
-    return LocalStore()
+    return LocalStore(settings.sqlite_path)
 
 
 async def serve(settings: PolicydSettings, ready: asyncio.Event | None = None) -> None:

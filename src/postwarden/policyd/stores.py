@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from postwarden.policyd.counters import Counters
 from postwarden.policyd.decide import Op, Result
+from postwarden.policyd.persist import CounterFile
+
+log = logging.getLogger("postwarden.policyd")
 
 
 class StoreUnavailable(Exception):
@@ -21,15 +27,49 @@ class Store(Protocol):
 
 
 class LocalStore:
-    """Counters in memory. A batch runs without an await inside, so it is atomic
-    for every connection of this event loop."""
+    """Counters in memory, optionally written behind to SQLite. A batch runs without
+    an await inside, so it is atomic for every connection of this event loop."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sqlite_path: str | None = None,
+        clock: Callable[[], float] = time.time,
+        flush_interval: float = 1.0,
+        longest_window: int = 86400 * 7,
+    ) -> None:
         self.counters = Counters()
         self.clock = clock
+        self.flush_interval = flush_interval
+        self.longest_window = longest_window
+        self.file = CounterFile(sqlite_path) if sqlite_path else None
+        if self.file is not None:
+            self.file.load(self.counters)
+        self._flusher: asyncio.Task[None] | None = None
 
     async def run(self, ops: list[Op]) -> list[Result]:
+        if self.file is not None and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_forever())
         return self.counters.run(ops, self.clock())
 
+    async def _flush_forever(self) -> None:
+        sweeps = 0
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            sweeps += 1
+            if sweeps % 60 == 0:
+                self.counters.sweep(self.clock(), self.longest_window)
+            self.flush()
+
+    def flush(self) -> None:
+        if self.file is not None and self.counters.dirty:
+            try:
+                self.file.save(self.counters)
+            except sqlite3.Error as error:
+                log.error("cannot write counters to disk: %s", error)
+
     async def close(self) -> None:
-        return None
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.flush()
+        if self.file is not None:
+            self.file.close()

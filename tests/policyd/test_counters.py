@@ -1,0 +1,131 @@
+"""Counters: sliding windows never allow more than the limit in any window."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from postwarden.policyd.counters import BUCKETS, Counters
+from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
+from postwarden.policyd.persist import CounterFile
+
+HOUR = 3600
+
+
+def take(counters: Counters, now: float, key: str = "k", limit: int = 200) -> bool:
+    (taken,) = counters.run([Take(key, 1, limit, HOUR)], now)
+    assert isinstance(taken, bool)
+    return taken
+
+
+def test_the_201st_in_the_hour_is_refused() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    assert all(take(counters, now + i) for i in range(200))
+    assert not take(counters, now + 200)
+    assert not take(counters, now + HOUR - 1)
+
+
+def test_the_budget_returns_once_a_full_window_has_passed() -> None:
+    counters = Counters()
+    start = 1_000_020.0
+    assert all(take(counters, start) for _ in range(200))
+    bucket = HOUR // BUCKETS
+    # never early: one second before the window ends there is still no room
+    assert not take(counters, start + HOUR - 1)
+    # at most one bucket late
+    assert take(counters, start + HOUR + bucket)
+
+
+def test_no_window_ever_holds_more_than_the_limit() -> None:
+    counters = Counters()
+    limit, accepted = 10, []
+    for second in range(0, 3 * HOUR, 7):
+        if take(counters, 500_000.0 + second, limit=limit):
+            accepted.append(second)
+    assert accepted
+    for index, first in enumerate(accepted):
+        in_window = [t for t in accepted[index:] if t < first + HOUR]
+        assert len(in_window) <= limit
+
+
+def test_a_refused_take_does_not_count() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    assert counters.run([Take("b", 900, 1000, HOUR)], now) == [True]
+    assert counters.run([Take("b", 200, 1000, HOUR)], now) == [False]
+    assert counters.run([Take("b", 100, 1000, HOUR)], now) == [True]
+
+
+def test_add_counts_unconditionally() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    results = [counters.run([Add("invalid:192.0.2.9", 1, 600)], now + i)[0] for i in range(12)]
+    assert results == list(range(1, 13))
+
+
+def test_similar_sizes_within_tolerance() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    op = SimilarSizes
+    assert counters.run([op("s", 10_000, 600, 0.02)], now) == [1]
+    assert counters.run([op("s", 10_150, 600, 0.02)], now + 1) == [2]
+    assert counters.run([op("s", 12_000, 600, 0.02)], now + 2) == [1]
+    # within 2% of 10,050: 10,000 and 10,150, and itself; not 12,000
+    assert counters.run([op("s", 10_050, 600, 0.02)], now + 3) == [3]
+    # the first two are older than the window now
+    assert counters.run([op("s", 10_000, 600, 0.02)], now + 601) == [2]
+    assert counters.run([op("s", 10_000, 600, 0.02)], now + 1300) == [1]
+
+
+def test_a_ban_stops_the_batch() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    counters.run([Ban("192.0.2.9", 3600)], now)
+    results = counters.run([BanCheck("192.0.2.9"), Add("x", 1, 60)], now + 10)
+    assert results == [True, None]
+    assert "x" not in counters.windows
+    assert counters.run([BanCheck("192.0.2.9")], now + 3601) == [False]
+    assert counters.run([BanCheck("192.0.2.10")], now) == [False]
+
+
+def test_sweep_forgets_old_keys_and_marks_them_for_deletion() -> None:
+    counters = Counters()
+    counters.run([Take("old", 1, 5, 60), Ban("192.0.2.1", 10)], 1000.0)
+    counters.dirty.clear()
+    counters.sweep(100_000.0, HOUR)
+    assert counters.windows == {}
+    assert counters.bans == {}
+    assert counters.dirty == {"old", "ban:192.0.2.1"}
+
+
+def test_counts_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    counters, now = Counters(), 1_000_000.0
+    for i in range(150):
+        take(counters, now + i)
+    counters.run([Ban("192.0.2.9", 3600), SimilarSizes("s", 500, 600, 0.0)], now)
+    stored = CounterFile(path)
+    assert stored.save(counters) == 3
+    assert counters.dirty == set()
+    stored.close()
+
+    again = Counters()
+    reopened = CounterFile(path)
+    reopened.load(again)
+    assert sum(take(again, now + 200 + i) for i in range(100)) == 50
+    assert again.run([BanCheck("192.0.2.9")], now + 10) == [True]
+    assert again.run([SimilarSizes("s", 500, 600, 0.0)], now + 20) == [2]
+    reopened.close()
+
+
+def test_swept_keys_are_deleted_from_disk(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    counters = Counters()
+    counters.run([Take("gone", 1, 5, 60)], 1000.0)
+    stored = CounterFile(path)
+    stored.save(counters)
+    counters.sweep(100_000.0, HOUR)
+    stored.save(counters)
+    again = Counters()
+    stored.load(again)
+    assert again.windows == {}

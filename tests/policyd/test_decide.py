@@ -1,0 +1,325 @@
+"""Each decision rule at and across its boundary, driven against real counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from postwarden.policy.load import load_policy
+from postwarden.policyd.counters import Counters
+from postwarden.policyd.decide import Verdict, decide
+from postwarden.policyd.view import PolicyView, compile_view
+
+WritePolicy = Callable[..., Path]
+
+POLICY = """\
+server: {hostname: mail.example.com, postmaster: ops@example.net}
+domains:
+  example.com: {throttle: domain-wide}
+  example.org: {}
+  catchall.example: {catch_all: alice@example.com}
+users:
+  alice@example.com: {aliases: [info@example.com]}
+  bob@example.org: {throttle: tiny}
+  carol@example.org: {throttle: rcpts}
+  dave@example.org: {throttle: bytes}
+  erin@example.org: {throttle: rejecting}
+  frank@example.org: {throttle: holding}
+  gina@example.org: {throttle: noting}
+  hank@example.org: {}
+lists:
+  mods@example.com: {members: [alice@example.com, bob@example.org], moderators: [alice@example.com],
+                     posting: moderators, throttle: lists}
+  members@example.com: {members: [bob@example.org, outsider@remote.test], posting: members}
+  open@example.com: {members: [bob@example.org], posting: anyone}
+  strict@example.com: {members: [bob@example.org], moderators: [alice@example.com],
+                       posting: moderators, denied_posts: reject}
+throttles:
+  domain-wide: {messages: 3/h}
+  tiny: {messages: 1/h}
+  rcpts: {recipients: 3/h}
+  bytes: {bytes: 1KiB/h}
+  rejecting: {messages: 1/h, action: reject}
+  holding: {messages: 1/h, action: hold}
+  noting: {messages: 1/h, action: notify}
+  lists: {messages: 2/h, action: hold}
+abuse:
+  internal_spammer: {same_size_messages: 5, within: 10m, size_tolerance: 2%, action: hold}
+  bad_smtp_sessions: {invalid_recipients: 3, within: 10m, ban_for: 1h}
+notifications:
+  chat: {webhook: {url: "https://chat.example.net/hook"}}
+events:
+  - {on: message.large, above: 1MiB, notify: [chat]}
+"""
+
+
+@pytest.fixture
+def view(write_policy: WritePolicy) -> PolicyView:
+    return compile_view(load_policy(write_policy(POLICY)).policy)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+
+@pytest.fixture
+def ask(view: PolicyView) -> Callable[..., Verdict]:
+    counters, clock = Counters(), Clock()
+
+    def ask(state: str = "RCPT", **attributes: str) -> Verdict:
+        request = {"request": "smtpd_access_policy", "protocol_state": state, **attributes}
+        request.setdefault("client_address", "192.0.2.50")
+        decision = decide(request, view)
+        try:
+            ops = next(decision)
+            while True:
+                ops = decision.send(counters.run(ops, clock.now))
+        except StopIteration as stop:
+            verdict: Verdict = stop.value
+            return verdict
+
+    return ask
+
+
+def eom(ask: Callable[..., Verdict], login: str, size: int = 1000) -> Verdict:
+    return ask(
+        "END-OF-MESSAGE", sasl_username=login, sender=login, size=str(size), recipient_count="1"
+    )
+
+
+def kinds(verdict: Verdict) -> list[str]:
+    return [event.kind for event in verdict.events]
+
+
+# -------------------------------------------------------------------- throttles
+
+
+def test_domain_throttle_applies_to_users_without_their_own(ask: Callable[..., Verdict]) -> None:
+    assert [eom(ask, "alice@example.com").action for _ in range(3)] == ["DUNNO"] * 3
+    fourth = eom(ask, "alice@example.com")
+    assert fourth.action.startswith("DEFER 4.7.1 sending limit reached")
+    assert "domain-wide" in fourth.action
+    assert kinds(fourth) == ["throttle.hit"]
+    assert fourth.events[0].subject == "alice@example.com/domain-wide"
+
+
+def test_a_users_own_throttle_replaces_the_domains(ask: Callable[..., Verdict]) -> None:
+    assert eom(ask, "bob@example.org").action == "DUNNO"
+    assert eom(ask, "bob@example.org").action.startswith("DEFER")
+
+
+def test_logins_are_counted_apart(ask: Callable[..., Verdict]) -> None:
+    eom(ask, "bob@example.org")
+    assert eom(ask, "bob@example.org").action.startswith("DEFER")
+    assert eom(ask, "alice@example.com").action == "DUNNO"
+
+
+@pytest.mark.parametrize(
+    ("login", "second"),
+    [
+        ("erin@example.org", "REJECT 5.7.1 sending limit reached"),
+        ("frank@example.org", "HOLD sending limit reached"),
+        ("gina@example.org", "DUNNO"),
+    ],
+)
+def test_throttle_actions(ask: Callable[..., Verdict], login: str, second: str) -> None:
+    assert eom(ask, login).action == "DUNNO"
+    verdict = eom(ask, login)
+    assert verdict.action.startswith(second)
+    assert kinds(verdict) == ["throttle.hit"]
+
+
+def test_recipients_are_counted_at_rcpt(ask: Callable[..., Verdict]) -> None:
+    rcpt = {"sasl_username": "carol@example.org", "sender": "carol@example.org"}
+    answers = [ask(recipient=f"r{i}@remote.test", **rcpt).action for i in range(4)]
+    assert answers[:3] == ["DUNNO"] * 3
+    assert answers[3].startswith("DEFER 4.7.1 sending limit reached: recipients 3/h")
+
+
+def test_bytes_are_counted_at_end_of_message(ask: Callable[..., Verdict]) -> None:
+    assert eom(ask, "dave@example.org", size=600).action == "DUNNO"
+    assert eom(ask, "dave@example.org", size=600).action.startswith("DEFER")
+    assert eom(ask, "dave@example.org", size=400).action == "DUNNO"
+
+
+def test_unauthenticated_mail_is_not_throttled(ask: Callable[..., Verdict]) -> None:
+    for _ in range(5):
+        verdict = ask("END-OF-MESSAGE", sender="x@remote.test", size="1000")
+        assert verdict.action == "DUNNO"
+        assert verdict.usage is None
+
+
+# ------------------------------------------------------------------------ lists
+
+
+def post(ask: Callable[..., Verdict], to: str, login: str = "", sender: str = "") -> Verdict:
+    return ask(recipient=to, sasl_username=login, sender=sender or login)
+
+
+def test_moderators_post_and_others_are_held(ask: Callable[..., Verdict]) -> None:
+    assert post(ask, "mods@example.com", "alice@example.com").action == "DUNNO"
+    held = post(ask, "mods@example.com", "bob@example.org")
+    assert held.action == "HOLD post to mods@example.com awaits a moderator"
+    assert kinds(held) == ["list.post_held"]
+
+
+def test_claiming_to_be_a_moderator_without_logging_in_is_held(
+    ask: Callable[..., Verdict],
+) -> None:
+    assert post(ask, "mods@example.com", sender="alice@example.com").action.startswith("HOLD")
+
+
+def test_members_lists(ask: Callable[..., Verdict]) -> None:
+    assert post(ask, "members@example.com", "bob@example.org").action == "DUNNO"
+    assert post(ask, "members@example.com", sender="outsider@remote.test").action == "DUNNO"
+    assert post(ask, "members@example.com", sender="stranger@remote.test").action.startswith("HOLD")
+
+
+def test_open_lists_take_anyone(ask: Callable[..., Verdict]) -> None:
+    assert post(ask, "open@example.com", sender="stranger@remote.test").action == "DUNNO"
+
+
+def test_denied_posts_can_be_rejected(ask: Callable[..., Verdict]) -> None:
+    verdict = post(ask, "strict@example.com", "bob@example.org")
+    assert verdict.action == "REJECT 5.7.1 you may not post to strict@example.com"
+    assert verdict.events == ()
+
+
+def test_list_throttle(ask: Callable[..., Verdict]) -> None:
+    answers = [post(ask, "mods@example.com", "alice@example.com").action for _ in range(3)]
+    assert answers[:2] == ["DUNNO", "DUNNO"]
+    assert answers[2].startswith("HOLD sending limit reached: messages 2/h (lists)")
+
+
+# ------------------------------------------------------------------- harvesting
+
+
+def probe(ask: Callable[..., Verdict], recipient: str, client: str = "192.0.2.9") -> Verdict:
+    return ask(recipient=recipient, sender="x@remote.test", client_address=client)
+
+
+def test_a_harvester_is_banned_at_the_limit(ask: Callable[..., Verdict]) -> None:
+    assert probe(ask, "nobody1@example.com").action == "DUNNO"
+    assert probe(ask, "nobody2@example.com").action == "DUNNO"
+    third = probe(ask, "nobody3@example.com")
+    assert third.action.startswith("REJECT 5.7.1 too many unknown recipients")
+    assert third.logs == (
+        "ban client=192.0.2.9 reason=invalid_recipients count=3 within=600s for=3600s",
+    )
+    assert kinds(third) == ["abuse.bad_smtp_session"]
+    banned = probe(ask, "alice@example.com")
+    assert banned.action == "REJECT 5.7.1 this client is banned for abuse; try again later"
+    assert probe(ask, "alice@example.com", client="192.0.2.10").action == "DUNNO"
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        "alice@example.com",
+        "info@example.com",
+        "alice+tag@example.com",
+        "someone@remote.test",
+        "anything@catchall.example",
+        "open@example.com",
+    ],
+)
+def test_known_and_foreign_recipients_are_not_harvesting(
+    ask: Callable[..., Verdict], recipient: str
+) -> None:
+    for _ in range(5):
+        assert probe(ask, recipient).action == "DUNNO"
+
+
+def test_logged_in_users_are_not_counted_as_harvesters(ask: Callable[..., Verdict]) -> None:
+    for i in range(5):
+        verdict = ask(
+            recipient=f"typo{i}@example.com",
+            sasl_username="alice@example.com",
+            sender="alice@example.com",
+            client_address="192.0.2.9",
+        )
+        assert verdict.action == "DUNNO"
+
+
+# ----------------------------------------------------------- internal spammer
+
+
+def test_same_sized_messages_trip_the_rule(ask: Callable[..., Verdict]) -> None:
+    sizes = [50_000, 50_200, 49_900, 50_100, 50_050]
+    verdicts = [eom(ask, "alice@example.com", size=s) for s in sizes]
+    assert all("abuse.internal_spammer" not in kinds(v) for v in verdicts[:4])
+    fifth = verdicts[4]
+    assert "abuse.internal_spammer" in kinds(fifth)
+    # the rule holds; the domain throttle (3/h) defers, and the more severe action wins
+    assert fifth.action.startswith("DEFER 4.7.1 sending limit reached")
+
+
+def test_the_internal_spammer_rule_takes_its_action(ask: Callable[..., Verdict]) -> None:
+    verdicts = [eom(ask, "hank@example.org", size=20_000 + i) for i in range(5)]
+    assert [v.action for v in verdicts[:4]] == ["DUNNO"] * 4
+    assert verdicts[4].action == (
+        "HOLD looks like bulk mail from an account: 5 messages of about 20004 bytes within 10m"
+    )
+    assert kinds(verdicts[4]) == ["abuse.internal_spammer"]
+
+
+def test_different_sizes_do_not_count(view: PolicyView) -> None:
+    counters = Counters()
+    verdicts = []
+    for index, size in enumerate([1000, 2000, 3000, 4000, 5000, 6000]):
+        request = {
+            "protocol_state": "END-OF-MESSAGE",
+            "sasl_username": "gina@example.org",
+            "size": str(size),
+            "client_address": "192.0.2.1",
+        }
+        decision = decide(request, view)
+        ops = next(decision)
+        try:
+            decision.send(counters.run(ops, 1000.0 + index))
+        except StopIteration as stop:
+            verdicts.append(stop.value)
+    assert all("abuse.internal_spammer" not in kinds(v) for v in verdicts)
+
+
+# ---------------------------------------------------------- large messages, usage
+
+
+def test_large_messages_raise_an_event_and_pass(ask: Callable[..., Verdict]) -> None:
+    verdict = ask("END-OF-MESSAGE", sender="x@remote.test", size=str(2 * 1024 * 1024))
+    assert verdict.action == "DUNNO"
+    assert kinds(verdict) == ["message.large"]
+    small = ask("END-OF-MESSAGE", sender="x@remote.test", size=str(1024 * 1024))
+    assert small.events == ()
+
+
+def test_a_usage_row_for_each_outbound_message(ask: Callable[..., Verdict]) -> None:
+    verdict = ask(
+        "END-OF-MESSAGE",
+        sasl_username="Alice@Example.com",
+        sender="alice@example.com",
+        size="1234",
+        recipient_count="3",
+        client_address="192.0.2.77",
+    )
+    assert verdict.usage is not None
+    assert verdict.usage.login == "alice@example.com"
+    assert (verdict.usage.recipients, verdict.usage.size) == (3, 1234)
+    assert verdict.usage.client == "192.0.2.77"
+    assert verdict.usage.decision == "DUNNO"
+
+
+@pytest.mark.parametrize("state", ["CONNECT", "HELO", "MAIL", "DATA", "VRFY", ""])
+def test_other_stages_pass(ask: Callable[..., Verdict], state: str) -> None:
+    assert ask(state, recipient="nobody@example.com").action == "DUNNO"
+
+
+def test_malformed_numbers_are_zero(ask: Callable[..., Verdict]) -> None:
+    verdict = ask(
+        "END-OF-MESSAGE", sasl_username="alice@example.com", size="lots", recipient_count="-5"
+    )
+    assert verdict.usage is not None
+    assert (verdict.usage.size, verdict.usage.recipients) == (0, 0)
