@@ -1,0 +1,115 @@
+"""The policy server on loopback: answers in order on persistent connections, survives
+anything a client sends, and never lets one client hold up another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from postwarden.policyd.server import PolicyServer
+
+REQUEST = b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=%s\n\n"
+
+
+async def echo_decider(request: dict[str, str]) -> str:
+    return f"DUNNO {request.get('recipient', '-')}"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[PolicyServer, str]]:
+    policy_server = PolicyServer(echo_decider, max_connections=8, idle_timeout=5.0)
+    address = await policy_server.listen("127.0.0.1:0")
+    yield policy_server, address
+    await policy_server.close(drain_timeout=1.0)
+
+
+async def connect(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, _, port = address.rpartition(":")
+    return await asyncio.open_connection(host, int(port))
+
+
+async def read_reply(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+
+
+async def test_persistent_connection_answers_in_order(server: tuple[PolicyServer, str]) -> None:
+    _, address = server
+    reader, writer = await connect(address)
+    writer.write(b"".join(REQUEST % f"r{i}@x.test".encode() for i in range(50)))
+    await writer.drain()
+    replies = [await read_reply(reader) for _ in range(50)]
+    assert replies == [b"action=DUNNO r%d@x.test\n\n" % i for i in range(50)]
+    writer.close()
+
+
+async def test_unix_socket(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    policy_server = PolicyServer(echo_decider)
+    path = tmp_path / "policy.sock"
+    await policy_server.listen(f"unix:{path}")
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(REQUEST % b"u@x.test")
+    assert await read_reply(reader) == b"action=DUNNO u@x.test\n\n"
+    writer.close()
+    await policy_server.close(drain_timeout=1.0)
+
+
+async def test_garbage_closes_that_connection_only(server: tuple[PolicyServer, str]) -> None:
+    _, address = server
+    bad_reader, bad_writer = await connect(address)
+    good_reader, good_writer = await connect(address)
+    bad_writer.write(b"this is not the policy protocol\n\n")
+    await bad_writer.drain()
+    assert await asyncio.wait_for(bad_reader.read(), 5) == b""
+    good_writer.write(REQUEST % b"still@x.test")
+    assert await read_reply(good_reader) == b"action=DUNNO still@x.test\n\n"
+    good_writer.close()
+
+
+async def test_an_endless_line_is_cut_off(server: tuple[PolicyServer, str]) -> None:
+    _, address = server
+    reader, writer = await connect(address)
+    writer.write(b"x=" + b"a" * 100_000)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_a_slow_client_does_not_block_others(server: tuple[PolicyServer, str]) -> None:
+    _, address = server
+    slow_reader, slow_writer = await connect(address)
+    slow_writer.write(b"request=smtpd_access_policy\nrecip")  # and then nothing
+    await slow_writer.drain()
+    fast_reader, fast_writer = await connect(address)
+    fast_writer.write(REQUEST % b"fast@x.test")
+    assert await read_reply(fast_reader) == b"action=DUNNO fast@x.test\n\n"
+    slow_writer.write(b"ient=slow@x.test\n\n")
+    assert await read_reply(slow_reader) == b"action=DUNNO slow@x.test\n\n"
+    slow_writer.close()
+    fast_writer.close()
+
+
+async def test_connections_over_the_cap_are_refused(server: tuple[PolicyServer, str]) -> None:
+    policy_server, address = server
+    held = [await connect(address) for _ in range(8)]
+    for reader, writer in held:
+        writer.write(REQUEST % b"a@x.test")
+        await read_reply(reader)
+    assert policy_server.connections == 8
+    extra_reader, _ = await connect(address)
+    assert await asyncio.wait_for(extra_reader.read(), 5) == b""
+    for _, writer in held:
+        writer.close()
+
+
+async def test_close_drains_and_ends_idle_connections(server: tuple[PolicyServer, str]) -> None:
+    policy_server, address = server
+    reader, writer = await connect(address)
+    writer.write(REQUEST % b"a@x.test")
+    await read_reply(reader)
+    await policy_server.close(drain_timeout=0.5)
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert policy_server.connections == 0
