@@ -241,6 +241,140 @@ def policyd_command(
     run(settings)
 
 
+pool_app = typer.Typer(help="Outbound IP pools at run time, through postwarden-policyd.")
+app.add_typer(pool_app, name="pool")
+AdminOpt = Annotated[
+    str | None,
+    typer.Option("--admin", help="postwarden-policyd's HTTP address [default: from its settings]."),
+]
+
+
+def _admin_address(admin: str | None) -> str:
+    if admin:
+        return admin
+    from postwarden.policy.settings_file import load_settings_file
+    from postwarden.policyd.settings import SETTINGS_PATH, PolicydSettings
+
+    if Path(SETTINGS_PATH).exists():
+        return load_settings_file(Path(SETTINGS_PATH), PolicydSettings).metrics_listen
+    return PolicydSettings().metrics_listen
+
+
+def _admin_call(admin: str | None, path: str, body: dict[str, str] | None = None) -> object:
+    import json
+    import urllib.error
+    import urllib.request
+
+    address = _admin_address(admin)
+    request = urllib.request.Request(
+        f"http://{address}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        detail = json.loads(error.read() or b"{}").get("error", error.reason)
+        typer.echo(f"postwarden-policyd refused: {detail}", err=True)
+    except (OSError, ValueError) as error:
+        typer.echo(f"cannot reach postwarden-policyd at {address}: {error}", err=True)
+    raise typer.Exit(1)
+
+
+@pool_app.command("status")
+def pool_status(admin: AdminOpt = None) -> None:
+    """Show every pool address, its state in the policy and its state now."""
+    states = _admin_call(admin, "/pools")
+    assert isinstance(states, dict)
+    for address, info in sorted(states.items()):
+        note = "" if info["state"] == info["policy"] else f" (policy: {info['policy']})"
+        typer.echo(f"{address:<40} {info['pool']:<16} {info['state']}{note}")
+
+
+def _set_pool_state(address: str, state: str, admin: str | None) -> None:
+    info = _admin_call(admin, f"/pools/{address}", {"state": state})
+    assert isinstance(info, dict)
+    typer.echo(f"{address} in pool {info['pool']} is now {info['state']}")
+
+
+@pool_app.command("quarantine")
+def pool_quarantine(address: str, admin: AdminOpt = None) -> None:
+    """Stop new mail through ADDRESS now (Postfix follows within 30 s, no reload)."""
+    _set_pool_state(address, "quarantined", admin)
+
+
+@pool_app.command("drain")
+def pool_drain(address: str, admin: AdminOpt = None) -> None:
+    """Take no new mail through ADDRESS; what is queued for it still leaves."""
+    _set_pool_state(address, "draining", admin)
+
+
+@pool_app.command("activate")
+def pool_activate(address: str, admin: AdminOpt = None) -> None:
+    """Send through ADDRESS again."""
+    _set_pool_state(address, "active", admin)
+
+
+moderation_app = typer.Typer(
+    help="Mail in Postfix's hold queue: held list posts, throttled mail, outbound spam."
+)
+app.add_typer(moderation_app, name="moderation")
+
+
+@moderation_app.command("list")
+def moderation_list(
+    output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Show held messages: queue ID, sender, recipients, subject."""
+    from dataclasses import asdict
+
+    from postwarden.moderation import list_held
+
+    held = list_held()
+    if output is OutputFormat.json:
+        typer.echo(dumps([asdict(h) for h in held]))
+        return
+    for message in held:
+        typer.echo(
+            f"{message.queue_id}  from {message.sender or '<>'} to "
+            f"{', '.join(message.recipients)}  {message.size} bytes  {message.subject!r}"
+        )
+    typer.echo(f"{len(held)} held")
+
+
+QueueIds = Annotated[list[str], typer.Argument(help="Queue IDs from 'moderation list'.")]
+
+
+@moderation_app.command("release")
+def moderation_release(queue_ids: QueueIds) -> None:
+    """Deliver held messages now."""
+    from postwarden.moderation import NotHeld, release
+
+    try:
+        release(queue_ids)
+    except NotHeld as error:
+        typer.echo(f"not in the hold queue: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"released {len(queue_ids)}")
+
+
+@moderation_app.command("delete")
+def moderation_delete(queue_ids: QueueIds) -> None:
+    """Delete held messages without delivering them."""
+    from postwarden.moderation import NotHeld, delete
+
+    try:
+        delete(queue_ids)
+    except NotHeld as error:
+        typer.echo(f"not in the hold queue: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"deleted {len(queue_ids)}")
+
+
 @app.command()
 def schema(
     output: Annotated[

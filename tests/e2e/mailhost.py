@@ -37,6 +37,8 @@ PASSWORDS = {
     "bob@example.org": "Maple-Ridge-Lantern-42",
     "newsletter@example.com": "Copper-Falcon-Meadow-93",
     "former@example.com": "Maple-Ridge-Lantern-42",
+    "limited@example.com": "Maple-Ridge-Lantern-42",
+    "bulky@example.com": "Maple-Ridge-Lantern-42",
 }
 OUTSIDE = "127.0.0.9"
 """Tests connect from here: not in mynetworks, so the host treats it as the Internet."""
@@ -112,6 +114,9 @@ class MailHost:
         self.tree = render(loaded, load_host_settings(self.host_vars))
         _ensure_user("vmail", "/var/vmail")
         _ensure_user("postwarden", "/var/lib/postwarden")
+        # a fresh host: no counters, bans or pool states left from an earlier run
+        shutil.rmtree("/var/lib/postwarden", ignore_errors=True)
+        _run("postsuper", "-d", "ALL", check=False)
         for rendered in self.tree.values():
             path = Path(rendered.path)
             path.parent.mkdir(parents=True, exist_ok=True)

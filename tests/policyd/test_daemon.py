@@ -80,7 +80,9 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     (tmp_path / "policyd.yml").write_text(
         f"policy: {tmp_path / 'policy.yml'}\nsecrets: {tmp_path / 'secrets.yml'}\n"
         f"listen: ['127.0.0.1:{port}']\nsqlite_path: {tmp_path / 'counters.sqlite'}\n"
-        f"log_file: {tmp_path / 'policyd.log'}\n",
+        f"log_file: {tmp_path / 'policyd.log'}\nusage_log: {tmp_path / 'usage.sqlite'}\n"
+        f"metrics_listen: 127.0.0.1:{free_port()}\nsocketmap_listen: 127.0.0.1:{free_port()}\n"
+        f"pool_state: {tmp_path / 'pools.json'}\n",
         encoding="utf-8",
     )
     running = Daemon(tmp_path, port)

@@ -425,3 +425,20 @@ Phone = Annotated[
 AbsolutePath = Annotated[
     str, PlainValidator(parse_absolute_path), _json({"type": "string", "pattern": "^/"})
 ]
+
+
+def parse_host(value: Any) -> str:
+    """A host name, or an IP address written as such."""
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            pass
+    return parse_domain(value)
+
+
+HostOrAddress = Annotated[
+    str,
+    PlainValidator(parse_host),
+    _json({"type": "string", "description": "a host name or an IP address"}),
+]

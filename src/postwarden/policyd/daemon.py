@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from postwarden.policy.load import PolicyInvalid, load_policy
+from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
+from postwarden.policyd.admin import AdminServer
+from postwarden.policyd.decide import Event, UsageRow
 from postwarden.policyd.engine import Engine
+from postwarden.policyd.events import EventDispatcher
+from postwarden.policyd.metrics import Metrics
+from postwarden.policyd.pools import PoolRuntime
 from postwarden.policyd.server import PolicyServer
 from postwarden.policyd.settings import PolicydSettings
+from postwarden.policyd.socketmap import SocketmapServer
 from postwarden.policyd.stores import LocalStore, Store
+from postwarden.policyd.usage import UsageLog
 from postwarden.policyd.view import PolicyView, compile_view
 
 log = logging.getLogger("postwarden.policyd")
+FLUSH_INTERVAL = 1.0
 
 
 class _Formatter(logging.Formatter):
@@ -44,10 +55,13 @@ def setup_logging(log_file: str | None) -> None:
     root.propagate = False
 
 
-def load_view(settings: PolicydSettings) -> PolicyView:
+def load(settings: PolicydSettings) -> LoadedPolicy:
     secrets = settings.secrets if Path(settings.secrets).exists() else None
-    loaded = load_policy(settings.policy, secrets)
-    return compile_view(loaded.policy)
+    return load_policy(settings.policy, secrets)
+
+
+def load_view(settings: PolicydSettings) -> PolicyView:
+    return compile_view(load(settings).policy)
 
 
 def sd_notify(message: str) -> None:
@@ -65,36 +79,145 @@ def make_store(settings: PolicydSettings) -> Store:
     return LocalStore(settings.sqlite_path)
 
 
-async def serve(settings: PolicydSettings, ready: asyncio.Event | None = None) -> None:
-    view = load_view(settings)
-    engine = Engine(view, make_store(settings), settings.fail_mode)
-    server = PolicyServer(engine.decide)
-    for address in settings.listen:
-        await server.listen(address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+def read_pool_state(path: str) -> dict[str, str]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
-    def reload() -> None:
+
+def write_pool_state(path: str, overrides: dict[str, str]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(overrides, indent=2, sort_keys=True), encoding="utf-8")
+    temporary.replace(target)
+
+
+@dataclass
+class Daemon:
+    """Everything that lives as long as the process, and the parts a reload replaces."""
+
+    settings: PolicydSettings
+    metrics: Metrics
+    engine: Engine
+    dispatcher: EventDispatcher
+    pools: PoolRuntime
+    usage: UsageLog
+
+    @classmethod
+    def start(cls, settings: PolicydSettings) -> Daemon:
+        loaded = load(settings)
+        metrics = Metrics()
+        hostname = loaded.policy.server.hostname
+        pools = PoolRuntime(loaded.policy, hostname, read_pool_state(settings.pool_state))
+        dispatcher = EventDispatcher(
+            loaded.policy,
+            hostname,
+            on_sent=lambda channel, result: metrics.notifications.labels(channel, result).inc(),
+        )
+        engine = Engine(compile_view(loaded.policy), make_store(settings), settings.fail_mode)
+        daemon = cls(
+            settings,
+            metrics,
+            engine,
+            dispatcher,
+            pools,
+            UsageLog(settings.usage_log, settings.usage_retention),
+        )
+        engine.on_event = daemon.on_event
+        engine.on_usage = daemon.on_usage
+        return daemon
+
+    def on_event(self, event: Event) -> None:
+        self.metrics.events.labels(event.kind).inc()
+        if event.kind == "throttle.hit":
+            self.metrics.throttle_hits.labels(event.subject.rpartition("/")[2]).inc()
+        log.info("event %s %s: %s", event.kind, event.subject, event.detail)
+        self.dispatcher.raise_event(event)
+
+    def on_usage(self, row: UsageRow) -> None:
+        self.usage.add(row)
+
+    async def decide(self, request: dict[str, str]) -> str:
+        started = time.perf_counter()
+        errors_before = self.engine.store_errors
+        action = await self.engine.decide(request)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.requests.labels(request.get("protocol_state", "").upper()[:20]).inc()
+        self.metrics.decisions.labels(action.split(" ", 1)[0]).inc()
+        if self.engine.store_errors != errors_before:
+            self.metrics.store_errors.inc()
+        return action
+
+    def reload(self) -> None:
         try:
-            engine.view = load_view(settings)
+            loaded = load(self.settings)
         except PolicyInvalid as invalid:
             for problem in invalid.problems:
                 log.error("reload refused: %s", problem.text())
             log.error("reload refused: the policy in use stays")
             return
-        log.info("reloaded the policy from %s", settings.policy)
+        self.engine.view = compile_view(loaded.policy)
+        self.dispatcher.policy = loaded.policy
+        self.pools = PoolRuntime(loaded.policy, loaded.policy.server.hostname, self.pools.overrides)
+        log.info("reloaded the policy from %s", self.settings.policy)
 
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    def transport_for(self, sender: str) -> str | None:
+        # through the daemon, not a bound method: a reload replaces self.pools
+        return self.pools.lookup(sender)
+
+    def save_pools(self) -> None:
+        write_pool_state(self.settings.pool_state, self.pools.overrides)
+
+    async def flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await asyncio.to_thread(self.usage.flush)
+
+
+async def serve(settings: PolicydSettings) -> None:
+    daemon = Daemon.start(settings)
+    server = PolicyServer(daemon.decide)
+    for address in settings.listen:
+        await server.listen(address)
+    socketmap = SocketmapServer(daemon.transport_for)
+    if settings.socketmap_listen:
+        await socketmap.listen(settings.socketmap_listen)
+    loop = asyncio.get_running_loop()
+    admin = AdminServer(
+        settings.metrics_listen,
+        loop,
+        daemon.metrics,
+        lambda: daemon.dispatcher,
+        lambda: daemon.pools,
+        daemon.save_pools,
+    )
+    admin.start()
+    workers = [
+        asyncio.create_task(daemon.dispatcher.run()),
+        asyncio.create_task(daemon.flush_forever()),
+    ]
+
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     sd_notify("READY=1")
-    if ready is not None:
-        ready.set()
     await stop.wait()
+
     sd_notify("STOPPING=1")
     log.info("stopping: draining %d connections", server.connections)
     await server.close()
-    await engine.store.close()
+    await socketmap.close()
+    admin.stop()
+    await daemon.dispatcher.drain(timeout=5.0)
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    daemon.usage.close()
+    await daemon.engine.store.close()
 
 
 def run(settings: PolicydSettings) -> None:

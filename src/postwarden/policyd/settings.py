@@ -21,7 +21,11 @@ class PolicydSettings(PolicyModel):
     listen: list[str] = Field(default_factory=lambda: ["127.0.0.1:10040"])
     """TCP HOST:PORT or unix:PATH, one or more."""
     metrics_listen: str = "127.0.0.1:9466"
-    """Prometheus metrics and the Alertmanager bridge (HTTP)."""
+    """Prometheus metrics, the Alertmanager bridge and the pool state (HTTP, loopback)."""
+    socketmap_listen: str | None = "127.0.0.1:10046"
+    """Postfix asks here which transport a sender's mail leaves through."""
+    pool_state: str = "/var/lib/postwarden/pools.json"
+    """Pool addresses quarantined or released at run time."""
     store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str = "/var/lib/postwarden/counters.sqlite"
     redis_url: str | None = None

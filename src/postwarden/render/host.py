@@ -27,6 +27,10 @@ class HostSettings(PolicyModel):
     policyd_listen: str = "127.0.0.1:10040"
     """Where postwarden-policyd answers Postfix's policy requests."""
     policyd_metrics_listen: str = "127.0.0.1:9466"
+    policyd_socketmap_listen: str = "127.0.0.1:10046"
+    runtime_pools: bool = True
+    """Postfix asks postwarden-policyd for each sender's outbound transport, so that an
+    address can be quarantined without a reload; off, the static table is used."""
     rspamd_milter: str = "inet:127.0.0.1:11332"
     smtpd_ports: Annotated[list[int], Field(min_length=0)] = Field(default_factory=lambda: [25])
     """Ports where other servers deliver mail (port 25)."""

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic_core import PydanticCustomError
 
 from postwarden.policy.models import Policy
 from postwarden.policy.models.events import QueueSizeEvent, SystemUsageEvent
 from postwarden.policy.secrets import Secrets
-from postwarden.policy.units import Seconds, parse_address
+from postwarden.policy.units import Seconds
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import header
 from postwarden.render.tree import RenderedFile
@@ -195,7 +194,7 @@ def email_config(policy: Policy, host: HostSettings, to: list[str]) -> dict[str,
         raise ValueError("email notifications need server.notification_relay")
     config: dict[str, Any] = {
         "to": ", ".join(to),
-        "from": _sender(relay.username, policy.server.postmaster),
+        "from": policy.server.notification_sender,
         "smarthost": f"{relay.host}:{relay.port}",
         "hello": host.name or policy.server.hostname,
         "require_tls": relay.starttls,
@@ -205,16 +204,6 @@ def email_config(policy: Policy, host: HostSettings, to: list[str]) -> dict[str,
         config["auth_username"] = relay.username
         config["auth_password"] = relay.password.reveal()
     return config
-
-
-def _sender(username: str | None, postmaster: str) -> str:
-    """Relays often accept only their login as sender; otherwise the postmaster."""
-    if username is None:
-        return postmaster
-    try:
-        return parse_address(username)
-    except PydanticCustomError:
-        return postmaster
 
 
 def receiver(policy: Policy, host: HostSettings, rule: AlertRule) -> dict[str, Any]:

@@ -23,6 +23,7 @@ def policyd_settings(host: HostSettings) -> PolicydSettings:
     return PolicydSettings(
         listen=[host.policyd_listen],
         metrics_listen=host.policyd_metrics_listen,
+        socketmap_listen=host.policyd_socketmap_listen if host.runtime_pools else None,
         store=host.policyd_store,
         redis_url=host.redis_url,
         fail_mode=host.policyd_fail_mode,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from postwarden.policy.models import Policy
@@ -71,14 +71,20 @@ def pool_transports(pool_name: str, pool: IpPool) -> list[Transport]:
     ]
 
 
-def active_transports(policy: Policy, pool_name: str) -> list[Transport]:
-    """The transports that take new mail for a pool: its active addresses, or its failover's."""
+def active_transports(
+    policy: Policy, pool_name: str, states: Mapping[str, str] | None = None
+) -> list[Transport]:
+    """The transports that take new mail for a pool: its active addresses, or its
+    failover's. ``states`` overrides the policy's state of an address at run time."""
+    states = states or {}
     seen: set[str] = set()
     current: str | None = pool_name
     while current is not None and current not in seen and current in policy.ip_pools:
         seen.add(current)
         pool = policy.ip_pools[current]
-        active = [t for t in pool_transports(current, pool) if t.state == "active"]
+        active = [
+            t for t in pool_transports(current, pool) if states.get(t.address, t.state) == "active"
+        ]
         if active:
             return active
         current = pool.failover
@@ -167,7 +173,7 @@ def sender_transports(policy: Policy, hostname: str) -> list[tuple[str, str]]:
                 entries.append((address, pick(active, address).name))
     for address in sorted(policy.lists):
         pool = list_pool(policy, address)
-        if pool is not None:
+        if pool is not None and active_transports(policy, pool):
             owner = f"owner-{list_alias(address)}@{hostname}"
             entries.append((owner, list_transport_name(pool)))
     return entries
@@ -366,7 +372,12 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
         Section(
             "outbound IP pools",
             _settings(
-                ("sender_dependent_default_transport_maps", _map("sender_transport")),
+                (
+                    "sender_dependent_default_transport_maps",
+                    f"socketmap:inet:{host.policyd_socketmap_listen}:transport"
+                    if host.runtime_pools
+                    else _map("sender_transport"),
+                ),
                 *(
                     (f"{list_transport_name(p)}_{param}", value)
                     for p in list_pools

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field
+from pydantic_core import PydanticCustomError
 
 from postwarden.policy.models.base import PolicyModel
 from postwarden.policy.secrets import Secret
-from postwarden.policy.units import AbsolutePath, Address, ByteSize, Hostname, Size
+from postwarden.policy.units import (
+    AbsolutePath,
+    Address,
+    ByteSize,
+    Hostname,
+    HostOrAddress,
+    Size,
+    parse_address,
+)
 
 
 class Tls(PolicyModel):
@@ -19,7 +28,7 @@ class Tls(PolicyModel):
 
 
 class NotificationRelay(PolicyModel):
-    host: Hostname
+    host: HostOrAddress
     """Smart host that carries notification mail, never this server's own queue."""
     port: Annotated[int, Field(ge=1, le=65535)] = 587
     username: str | None = None
@@ -38,3 +47,14 @@ class Server(PolicyModel):
     tls: Tls | None = None
     """Certificate and key; a self-signed pair is made on the host when absent."""
     notification_relay: NotificationRelay | None = None
+
+    @property
+    def notification_sender(self) -> str:
+        """Relays often accept only their login as sender; otherwise the postmaster."""
+        relay = self.notification_relay
+        if relay is not None and relay.username is not None:
+            try:
+                return parse_address(relay.username)
+            except PydanticCustomError:
+                pass
+        return self.postmaster

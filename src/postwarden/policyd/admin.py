@@ -1,0 +1,170 @@
+"""The daemon's HTTP side, on loopback: Prometheus metrics, the Alertmanager bridge,
+and the run-time state of the IP pools.
+
+- ``GET /metrics``: Prometheus text format.
+- ``POST /alertmanager/<channel>``: Alertmanager's webhook payload; each firing alert
+  is notified to the channel with the daemon's own notifiers (webhook headers, SMS
+  tokens stay out of Alertmanager's config).
+- ``GET /pools``: every pool address with its state now.
+- ``POST /pools/<address>`` with ``{"state": "quarantined"}``: change it at run time.
+
+A small threaded server from the standard library: these requests are rare, and
+each hands its work to the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from postwarden.policyd.events import EventDispatcher
+from postwarden.policyd.metrics import Metrics
+from postwarden.policyd.notify import Notification
+from postwarden.policyd.pools import PoolRuntime
+
+log = logging.getLogger("postwarden.policyd")
+MAX_BODY = 1_000_000
+
+
+class AdminServer:
+    def __init__(
+        self,
+        address: str,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics,
+        dispatcher: Callable[[], EventDispatcher],
+        pools: Callable[[], PoolRuntime],
+        on_pool_change: Callable[[], None],
+    ) -> None:
+        host, _, port = address.rpartition(":")
+        admin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                admin.get(self)
+
+            def do_POST(self) -> None:
+                admin.post(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.loop = loop
+        self.metrics = metrics
+        self.dispatcher = dispatcher
+        self.pools = pools
+        self.on_pool_change = on_pool_change
+        self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # ---------------------------------------------------------------- routes
+
+    def get(self, request: BaseHTTPRequestHandler) -> None:
+        if request.path == "/metrics":
+            _reply(
+                request, HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+            )
+        elif request.path == "/pools":
+            _json(request, HTTPStatus.OK, self.pools().addresses())
+        else:
+            _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def post(self, request: BaseHTTPRequestHandler) -> None:
+        body = _body(request)
+        if body is None:
+            _json(request, HTTPStatus.BAD_REQUEST, {"error": "a JSON object is expected"})
+        elif request.path.startswith("/alertmanager/"):
+            self._alertmanager(request, request.path.removeprefix("/alertmanager/"), body)
+        elif request.path.startswith("/pools/"):
+            self._pool(request, request.path.removeprefix("/pools/"), body)
+        else:
+            _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def _alertmanager(
+        self, request: BaseHTTPRequestHandler, channel: str, body: dict[str, Any]
+    ) -> None:
+        dispatcher = self.dispatcher()
+        if channel not in dispatcher.policy.notifications:
+            _json(request, HTTPStatus.NOT_FOUND, {"error": f"unknown channel {channel!r}"})
+            return
+        sent = 0
+        for alert in body.get("alerts") or []:
+            if not isinstance(alert, dict) or alert.get("status") != "firing":
+                continue
+            labels = alert.get("labels") or {}
+            annotations = alert.get("annotations") or {}
+            note = Notification(
+                str(labels.get("event", labels.get("alertname", "alert"))),
+                str(labels.get("mountpoint") or labels.get("alertname", "")),
+                str(annotations.get("summary", "")),
+                dispatcher.host,
+                time.time(),
+            )
+            self.loop.call_soon_threadsafe(dispatcher.queue, channel, note)
+            sent += 1
+        _json(request, HTTPStatus.OK, {"queued": sent})
+
+    def _pool(self, request: BaseHTTPRequestHandler, address: str, body: dict[str, Any]) -> None:
+        state = body.get("state")
+        pools = self.pools()
+        try:
+            pools.set_state(address, str(state))
+        except KeyError:
+            _json(request, HTTPStatus.NOT_FOUND, {"error": f"{address} is in no pool"})
+            return
+        except ValueError:
+            _json(
+                request,
+                HTTPStatus.BAD_REQUEST,
+                {"error": "state must be active, draining or quarantined"},
+            )
+            return
+        log.warning("pool address %s is now %s", address, state)
+        self.loop.call_soon_threadsafe(self.on_pool_change)
+        _json(request, HTTPStatus.OK, pools.addresses()[address])
+
+
+def _body(request: BaseHTTPRequestHandler) -> dict[str, Any] | None:
+    length = int(request.headers.get("Content-Length") or 0)
+    if length > MAX_BODY:
+        return None
+    try:
+        data = json.loads(request.rfile.read(length) or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json(request: BaseHTTPRequestHandler, status: HTTPStatus, payload: object) -> None:
+    _reply(request, status, json.dumps(payload).encode(), "application/json")
+
+
+def _reply(
+    request: BaseHTTPRequestHandler, status: HTTPStatus, body: bytes, content_type: str
+) -> None:
+    request.send_response(status)
+    request.send_header("Content-Type", content_type)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)

@@ -1,0 +1,79 @@
+"""The usage log: one row per accepted outbound message, the raw material of reports.
+
+Rows are buffered and written in batches; rows older than the retention are
+deleted once an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from postwarden.policyd.decide import UsageRow
+
+log = logging.getLogger("postwarden.policyd")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage (
+    time REAL NOT NULL,
+    login TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipients INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    pool TEXT,
+    decision TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
+CREATE INDEX IF NOT EXISTS usage_login ON usage (login, time);
+"""
+PURGE_EVERY = 3600.0
+
+
+class UsageLog:
+    def __init__(self, path: str, retention: int, clock: Callable[[], float] = time.time) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        self.retention = retention
+        self.clock = clock
+        self._pending: list[tuple[object, ...]] = []
+        self._purged = 0.0
+
+    def add(self, row: UsageRow) -> None:
+        self._pending.append(
+            (
+                self.clock(),
+                row.login,
+                row.sender,
+                row.recipients,
+                row.size,
+                row.client,
+                row.pool,
+                row.decision,
+            )
+        )
+
+    def flush(self) -> int:
+        rows, self._pending = self._pending, []
+        try:
+            if rows:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    self.db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            now = self.clock()
+            if now - self._purged >= PURGE_EVERY:
+                self._purged = now
+                self.db.execute("DELETE FROM usage WHERE time < ?", (now - self.retention,))
+        except sqlite3.Error as error:
+            log.error("cannot write the usage log: %s", error)
+            return 0
+        return len(rows)
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()

@@ -1,0 +1,194 @@
+"""postwarden-policyd proven through real Postfix: throttles, abuse detection, list
+moderation, events reaching a webhook and the notification relay, IP pools at run time."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+import subprocess
+import sys
+import urllib.request
+import uuid
+from email.message import EmailMessage
+
+import pytest
+
+from tests.e2e.conftest import Webhook
+from tests.e2e.mailhost import OUTSIDE, PASSWORDS, POLICYD_LOG, MailHost, message
+from tests.e2e.test_mail_flow import MAIN_POOL_ACTIVE, held_containing, sink_header
+
+ADMIN = "127.0.0.1:9466"
+
+
+def marker() -> str:
+    return f"pd-{uuid.uuid4().hex[:12]}"
+
+
+def postwarden(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "postwarden", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def logged_in(login: str) -> smtplib.SMTP:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    client = smtplib.SMTP("127.0.0.1", 587, source_address=(OUTSIDE, 0), timeout=30)
+    client.starttls(context=context)
+    client.login(login, PASSWORDS[login])
+    return client
+
+
+def test_the_201st_message_in_the_hour_is_deferred(mailhost: MailHost, webhook: Webhook) -> None:
+    login = "limited@example.com"
+
+    def numbered(number: int) -> EmailMessage:
+        # every size 3% apart, so that the same-size rule (2%) stays out of this test
+        return message(login, f"r{number}@remote.test", marker(), "x" * int(500 * 1.03**number))
+
+    with logged_in(login) as client:
+        for number in range(200):
+            client.send_message(numbered(number))
+        with pytest.raises(smtplib.SMTPDataError) as deferred:
+            client.send_message(numbered(200))
+    assert deferred.value.smtp_code == 450
+    assert b"sending limit reached: messages 200/h (hundreds)" in deferred.value.smtp_error
+    webhook.wait_for(lambda b: b["event"] == "throttle.hit" and login in b["subject"])
+
+
+def test_a_burst_of_same_sized_mail_is_held_and_notified(
+    mailhost: MailHost, webhook: Webhook
+) -> None:
+    login, tag = "bulky@example.com", marker()
+    body = "Buy now. " * 300
+    with logged_in(login) as client:
+        for number in range(30):
+            client.send_message(
+                message(login, f"target{number}@remote.test", f"{tag}-{number}", body)
+            )
+    try:
+        assert held_containing(mailhost, f"{tag}-29"), "the 30th message is not on hold"
+        assert not held_containing(mailhost, f"{tag}-28")
+    finally:
+        for queue_id in held_containing(mailhost, tag):
+            subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)
+    event = webhook.wait_for(
+        lambda b: b["event"] == "abuse.internal_spammer" and b["subject"] == login
+    )
+    assert "30 messages of about" in event["detail"]
+    # the email channel went through the notification relay (here: the sink)
+    notice = mailhost.wait_for_sink("abuse.internal_spammer: bulky@example.com")
+    assert "ops@remote.test" in sink_header(notice, "X-Rcpt-Args")
+
+
+def test_a_recipient_harvester_is_refused_after_k_unknown_recipients(
+    mailhost: MailHost, webhook: Webhook
+) -> None:
+    harvester = "127.0.0.20"
+    codes = []
+    with smtplib.SMTP("127.0.0.1", 25, source_address=(harvester, 0), timeout=30) as client:
+        client.ehlo("probe.remote.test")
+        client.mail("probe@remote.test")
+        for number in range(1, 7):
+            code, _ = client.rcpt(f"nobody{number}@example.com")
+            codes.append(code)
+        code, text = client.rcpt("bob@example.org")
+    assert codes[:4] == [550] * 4
+    assert codes[4:] == [554, 554]
+    assert code == 554
+    assert b"banned" in text
+    assert f"ban client={harvester} reason=invalid_recipients count=5" in POLICYD_LOG.read_text()
+    webhook.wait_for(lambda b: b["event"] == "abuse.bad_smtp_session" and b["subject"] == harvester)
+    # another client is not affected
+    tag = marker()
+    mailhost.smtp25(message("friend@remote.test", "bob@example.org", tag), source="127.0.0.21")
+    mailhost.wait_for_mailbox("bob@example.org", tag)
+
+
+def test_a_held_list_post_is_released_by_a_moderator(mailhost: MailHost, webhook: Webhook) -> None:
+    tag = marker()
+    mailhost.submit("bob@example.org", message("bob@example.org", "all-staff@example.com", tag))
+    (queue_id,) = held_containing(mailhost, tag)
+    webhook.wait_for(lambda b: b["event"] == "list.post_held")
+
+    listed = postwarden("moderation", "list", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    held = {entry["queue_id"]: entry for entry in json.loads(listed.stdout)}
+    assert held[queue_id]["sender"] == "bob@example.org"
+    assert held[queue_id]["subject"] == tag
+
+    released = postwarden("moderation", "release", queue_id)
+    assert released.returncode == 0, released.stderr
+    mailhost.wait_for_mailbox("alice@example.com", tag)
+    mailhost.wait_for_mailbox("bob@example.org", tag)
+    mailhost.wait_for_sink(tag)
+    assert postwarden("moderation", "release", queue_id).returncode == 1
+
+
+def test_a_held_message_can_be_deleted(mailhost: MailHost) -> None:
+    tag = marker()
+    mailhost.submit("bob@example.org", message("bob@example.org", "all-staff@example.com", tag))
+    (queue_id,) = held_containing(mailhost, tag)
+    assert postwarden("moderation", "delete", queue_id).returncode == 0
+    assert held_containing(mailhost, tag) == []
+
+
+def test_a_large_message_raises_its_event(mailhost: MailHost, webhook: Webhook) -> None:
+    tag = marker()
+    big = message("alice@example.com", "friend@remote.test", tag, ("z" * 75 + "\n") * 4000)
+    mailhost.submit("alice@example.com", big)
+    mailhost.wait_for_sink(tag)
+    event = webhook.wait_for(lambda b: b["event"] == "message.large")
+    assert event["subject"] == "alice@example.com"
+
+
+def _address_used(mailhost: MailHost, login: str, recipient: str) -> str:
+    tag = marker()
+    mailhost.submit(login, message(login, recipient, tag))
+    return sink_header(mailhost.wait_for_sink(tag), "X-Client-Addr")
+
+
+def test_quarantining_an_address_moves_mail_without_a_reload(mailhost: MailHost) -> None:
+    first = _address_used(mailhost, "alice@example.com", "q1@remote.test")
+    assert first in MAIN_POOL_ACTIVE
+    result = postwarden("pool", "quarantine", first, "--admin", ADMIN)
+    assert result.returncode == 0, result.stderr
+    try:
+        # a recipient Postfix has not looked up for this sender yet: no cached answer
+        second = _address_used(mailhost, "alice@example.com", "q2@remote.test")
+        assert second in MAIN_POOL_ACTIVE
+        assert second != first
+    finally:
+        assert postwarden("pool", "activate", first, "--admin", ADMIN).returncode == 0
+    status = postwarden("pool", "status", "--admin", ADMIN)
+    assert "127.0.0.3" in status.stdout
+    assert "draining" in status.stdout
+
+
+def test_a_pool_without_active_addresses_fails_over(mailhost: MailHost) -> None:
+    assert _address_used(mailhost, "newsletter@example.com", "f1@remote.test") == "127.0.0.4"
+    assert postwarden("pool", "quarantine", "127.0.0.4", "--admin", ADMIN).returncode == 0
+    try:
+        used = _address_used(mailhost, "newsletter@example.com", "f2@remote.test")
+        assert used in MAIN_POOL_ACTIVE
+    finally:
+        postwarden("pool", "activate", "127.0.0.4", "--admin", ADMIN)
+
+
+def test_unknown_pool_addresses_are_refused(mailhost: MailHost) -> None:
+    result = postwarden("pool", "quarantine", "192.0.2.99", "--admin", ADMIN)
+    assert result.returncode == 1
+    assert "in no pool" in result.stderr
+
+
+def test_metrics_are_served(mailhost: MailHost) -> None:
+    with urllib.request.urlopen(f"http://{ADMIN}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'postwarden_policyd_requests_total{state="RCPT"}' in text
+    assert 'postwarden_policyd_decisions_total{action="DUNNO"}' in text
+    assert "postwarden_policyd_decision_seconds_bucket" in text
