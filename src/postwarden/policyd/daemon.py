@@ -76,6 +76,10 @@ def sd_notify(message: str) -> None:
 
 
 def make_store(settings: PolicydSettings) -> Store:
+    if settings.store == "redis":
+        from postwarden.policyd.redis_store import RedisStore
+
+        return RedisStore(settings.redis_url or "redis://127.0.0.1:6379/0")
     return LocalStore(settings.sqlite_path)
 
 

@@ -1,0 +1,187 @@
+"""Counters in a real Redis: the same answers as the local store, exact when many
+clients count at once, shared by two daemons, and the fail mode when Redis is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
+from postwarden.policyd.engine import STORE_DOWN_CLOSED, Engine
+from postwarden.policyd.redis_store import RedisStore
+from postwarden.policyd.view import compile_view
+from tests.e2e.mailhost import wait_for_port
+from tests.policyd.test_daemon import Daemon, ask, connect, free_port, write_policy
+
+
+@dataclass
+class RedisServer:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout=20)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    assert shutil.which("redis-server"), "install redis-server (scripts/setup --test)"
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
+    client = RedisStore(redis_server.url)
+    yield client
+    await client.close()
+
+
+async def test_the_201st_is_refused(store: RedisStore) -> None:
+    results = [await store.run([Take("u:a", 1, 200, 3600)]) for _ in range(201)]
+    assert results[:200] == [[True]] * 200
+    assert results[200] == [False]
+
+
+async def test_add_similar_sizes_and_bans(store: RedisStore) -> None:
+    assert [(await store.run([Add("inv:x", 1, 600)]))[0] for _ in range(3)] == [1, 2, 3]
+    sizes = [10_000, 10_150, 12_000, 10_050]
+    similar = [(await store.run([SimilarSizes("s:a", s, 600, 0.02)]))[0] for s in sizes]
+    assert similar == [1, 2, 1, 3]
+    await store.run([Ban("192.0.2.9", 60)])
+    assert await store.run([BanCheck("192.0.2.9"), Add("after", 1, 60)]) == [True, None]
+    assert await store.run([BanCheck("192.0.2.10"), Add("after", 1, 60)]) == [False, 1]
+
+
+async def test_a_refused_take_does_not_count(store: RedisStore) -> None:
+    assert await store.run([Take("b", 900, 1000, 3600)]) == [True]
+    assert await store.run([Take("b", 200, 1000, 3600)]) == [False]
+    assert await store.run([Take("b", 100, 1000, 3600)]) == [True]
+
+
+async def test_exact_under_concurrency_across_clients(redis_server: RedisServer) -> None:
+    stores = [RedisStore(redis_server.url) for _ in range(4)]
+    try:
+        jobs = [stores[i % 4].run([Take("shared", 1, 150, 3600)]) for i in range(400)]
+        results = await asyncio.gather(*jobs)
+    finally:
+        for client in stores:
+            await client.close()
+    assert sum(1 for r in results if r == [True]) == 150
+
+
+async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path) -> None:
+    from postwarden.policy.load import load_policy
+
+    write_policy(tmp_path, "100")
+    view = compile_view(load_policy(tmp_path / "policy.yml").policy)
+    request = {
+        "protocol_state": "END-OF-MESSAGE",
+        "sasl_username": "alice@example.com",
+        "size": "10",
+        "client_address": "192.0.2.1",
+    }
+    closed = Engine(view, RedisStore(redis_server.url), "closed")
+    opened = Engine(view, RedisStore(redis_server.url), "open")
+    assert await closed.decide(request) == "DUNNO"
+    redis_server.stop()
+    assert await closed.decide(request) == STORE_DOWN_CLOSED
+    assert await opened.decide(request) == "DUNNO"
+    assert closed.store_errors == 1
+    assert opened.store_errors == 1
+    redis_server.start()
+    assert await closed.decide(request) == "DUNNO"
+    await closed.store.close()
+    await opened.store.close()
+
+
+def _daemon(directory: Path, redis_url: str) -> Daemon:
+    directory.mkdir()
+    port = free_port()
+    write_policy(directory, "5")
+    (directory / "policyd.yml").write_text(
+        f"policy: {directory / 'policy.yml'}\nsecrets: {directory / 'secrets.yml'}\n"
+        f"listen: ['127.0.0.1:{port}']\nstore: redis\nredis_url: {redis_url}\n"
+        f"log_file: {directory / 'policyd.log'}\nusage_log: {directory / 'usage.sqlite'}\n"
+        f"metrics_listen: 127.0.0.1:{free_port()}\nsocketmap_listen: 127.0.0.1:{free_port()}\n"
+        f"pool_state: {directory / 'pools.json'}\n",
+        encoding="utf-8",
+    )
+    daemon = Daemon(directory, port)
+    daemon.start()
+    return daemon
+
+
+def test_two_daemons_share_one_count(redis_server: RedisServer, tmp_path: Path) -> None:
+    first = _daemon(tmp_path / "mta1", redis_server.url)
+    second = _daemon(tmp_path / "mta2", redis_server.url)
+    try:
+        with connect(first) as one, connect(second) as two:
+            answers = [ask(one if i % 2 else two) for i in range(7)]
+        assert answers[:5] == ["DUNNO"] * 5
+        assert all(a.startswith("DEFER") for a in answers[5:])
+    finally:
+        for daemon in (first, second):
+            assert daemon.process is not None
+            daemon.process.terminate()
+            daemon.process.wait(timeout=15)
+
+
+def test_redis_stopped_mid_run_then_back(redis_server: RedisServer, tmp_path: Path) -> None:
+    daemon = _daemon(tmp_path / "mta", redis_server.url)
+    try:
+        with connect(daemon) as connection:
+            assert ask(connection) == "DUNNO"
+            redis_server.stop()
+            assert ask(connection).startswith("DEFER 4.3.0")
+            redis_server.start()
+            time.sleep(0.5)
+            assert ask(connection) == "DUNNO"
+        assert "counter store unavailable" in daemon.log
+    finally:
+        assert daemon.process is not None
+        daemon.process.terminate()
+        daemon.process.wait(timeout=15)
+
+
+def test_port_is_free_after_each_test() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
