@@ -228,6 +228,7 @@ class MailHost:
         password: str | None = None,
         sender: str | None = None,
         recipients: list[str] | None = None,
+        source: str = OUTSIDE,
     ) -> dict[str, tuple[int, bytes]]:
         """Send through the submission port with STARTTLS (or TLS on 465) and a login."""
         context = ssl.create_default_context()
@@ -236,10 +237,10 @@ class MailHost:
         client: smtplib.SMTP
         if port == 465:
             client = smtplib.SMTP_SSL(
-                "127.0.0.1", port, context=context, source_address=(OUTSIDE, 0), timeout=30
+                "127.0.0.1", port, context=context, source_address=(source, 0), timeout=30
             )
         else:
-            client = smtplib.SMTP("127.0.0.1", port, source_address=(OUTSIDE, 0), timeout=30)
+            client = smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=30)
         with client:
             client.ehlo("client.remote.test")
             if port != 465:

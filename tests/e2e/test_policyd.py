@@ -110,6 +110,36 @@ def test_a_recipient_harvester_is_refused_after_k_unknown_recipients(
     mailhost.wait_for_mailbox("bob@example.org", tag)
 
 
+def _login_from(source: str, password: str) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP("127.0.0.1", 587, source_address=(source, 0), timeout=30) as client:
+        client.starttls(context=context)
+        client.ehlo("guess.remote.test")
+        # one mechanism, one attempt: login() would try PLAIN and then LOGIN
+        client.user, client.password = "alice@example.com", password
+        try:
+            client.auth("PLAIN", client.auth_plain)
+        except smtplib.SMTPAuthenticationError as error:
+            return error.smtp_code
+        return 235
+
+
+def test_a_password_guesser_is_banned_on_every_host(mailhost: MailHost, webhook: Webhook) -> None:
+    guesser = "127.0.0.30"
+    # 535, or 454 once Dovecot's own growing penalty delay outlasts Postfix's patience
+    assert all(_login_from(guesser, f"wrong-{n}") in (454, 535) for n in range(3))
+    webhook.wait_for(lambda b: b["event"] == "abuse.auth_failures" and b["subject"] == guesser)
+    assert f"ban client={guesser} reason=auth_failures count=3" in POLICYD_LOG.read_text()
+    # the right password no longer helps: the shared ban list refuses the login itself
+    assert _login_from(guesser, PASSWORDS["alice@example.com"]) in (454, 535)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        mailhost.smtp25(message("friend@remote.test", "bob@example.org", marker()), source=guesser)
+    # and the user, from anywhere else, still logs in
+    assert _login_from("127.0.0.31", PASSWORDS["alice@example.com"]) == 235
+
+
 def test_a_held_list_post_is_released_by_a_moderator(mailhost: MailHost, webhook: Webhook) -> None:
     tag = marker()
     mailhost.submit("bob@example.org", message("bob@example.org", "all-staff@example.com", tag))

@@ -7,6 +7,8 @@ and the run-time state of the IP pools.
   tokens stay out of Alertmanager's config).
 - ``GET /pools``: every pool address with its state now.
 - ``POST /pools/<address>`` with ``{"state": "quarantined"}``: change it at run time.
+- ``POST /dovecot/?command=allow|report``: Dovecot's auth policy requests
+  (auth_policy_server_url); the answer is ``{"status": 0}`` or ``{"status": -1}``.
 
 A small threaded server from the standard library: these requests are rare, and
 each hands its work to the event loop.
@@ -19,13 +21,15 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from postwarden.policyd.decide import AUTH_REJECT
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
@@ -33,6 +37,8 @@ from postwarden.policyd.pools import PoolRuntime
 
 log = logging.getLogger("postwarden.policyd")
 MAX_BODY = 1_000_000
+DOVECOT_TIMEOUT = 1.5
+"""Below Dovecot's own 2 s, so that it hears an answer rather than a timeout."""
 
 
 class AdminServer:
@@ -44,6 +50,7 @@ class AdminServer:
         dispatcher: Callable[[], EventDispatcher],
         pools: Callable[[], PoolRuntime],
         on_pool_change: Callable[[], None],
+        auth_policy: Callable[[str, dict[str, Any]], Coroutine[Any, Any, str]],
     ) -> None:
         host, _, port = address.rpartition(":")
         admin = self
@@ -63,6 +70,7 @@ class AdminServer:
         self.dispatcher = dispatcher
         self.pools = pools
         self.on_pool_change = on_pool_change
+        self.auth_policy = auth_policy
         self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -92,8 +100,12 @@ class AdminServer:
 
     def post(self, request: BaseHTTPRequestHandler) -> None:
         body = _body(request)
+        url = urlsplit(request.path)
         if body is None:
             _json(request, HTTPStatus.BAD_REQUEST, {"error": "a JSON object is expected"})
+        elif url.path == "/dovecot/":
+            command = parse_qs(url.query).get("command", [""])[0]
+            self._dovecot(request, command, body)
         elif request.path.startswith("/alertmanager/"):
             self._alertmanager(request, request.path.removeprefix("/alertmanager/"), body)
         elif request.path.startswith("/pools/"):
@@ -124,6 +136,21 @@ class AdminServer:
             self.loop.call_soon_threadsafe(dispatcher.queue, channel, note)
             sent += 1
         _json(request, HTTPStatus.OK, {"queued": sent})
+
+    def _dovecot(self, request: BaseHTTPRequestHandler, command: str, body: dict[str, Any]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.auth_policy(command, body), self.loop)
+        try:
+            action = future.result(timeout=DOVECOT_TIMEOUT)
+        except TimeoutError:
+            future.cancel()
+            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"status": 0, "msg": "timeout"})
+            return
+        rejected = action.startswith(AUTH_REJECT)
+        _json(
+            request,
+            HTTPStatus.OK,
+            {"status": -1 if rejected else 0, "msg": action.partition(" ")[2]},
+        )
 
     def _pool(self, request: BaseHTTPRequestHandler, address: str, body: dict[str, Any]) -> None:
         state = body.get("state")

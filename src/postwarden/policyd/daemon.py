@@ -197,6 +197,7 @@ async def serve(settings: PolicydSettings) -> None:
         lambda: daemon.dispatcher,
         lambda: daemon.pools,
         daemon.save_pools,
+        daemon.engine.decide_auth,
     )
     admin.start()
     workers = [

@@ -79,6 +79,7 @@ Decision = Generator[list[Op], list[Result], "Verdict"]
 EventKind = Literal[
     "abuse.internal_spammer",
     "abuse.bad_smtp_session",
+    "abuse.auth_failures",
     "throttle.hit",
     "list.post_held",
     "message.large",
@@ -314,3 +315,37 @@ def _int(value: str | None) -> int:
         return max(0, int(value or 0))
     except ValueError:
         return 0
+
+
+# --------------------------------------------------------- Dovecot's auth policy
+
+AUTH_REJECT = "REJECT"
+
+
+def decide_auth(command: str, request: dict[str, object], view: PolicyView) -> Decision:
+    """Dovecot asks before a login (``allow``) and reports its outcome (``report``):
+    a banned client may not even try, and failed logins count towards a ban on every
+    host that shares the store. A REJECT verdict is Dovecot's status -1."""
+    client = str(request.get("remote") or "")
+    if not client:
+        return Verdict(PASS)
+    if command == "allow":
+        results = yield [BanCheck(client)]
+        return Verdict(f"{AUTH_REJECT} banned for abuse" if results[0] else PASS)
+    bad = view.bad_sessions
+    if command != "report" or request.get("success") is not False:
+        return Verdict(PASS)
+    if bad is None or bad.auth_failures is None:
+        return Verdict(PASS)
+    (count,) = yield [Add(f"authfail:{client}", 1, bad.within)]
+    if not isinstance(count, int) or count < bad.auth_failures:
+        return Verdict(PASS)
+    yield [Ban(client, bad.ban_for)]
+    return Verdict(
+        f"{AUTH_REJECT} too many failed logins",
+        (Event("abuse.auth_failures", client, f"{count} failed logins within {bad.within}"),),
+        (
+            f"ban client={client} reason=auth_failures count={count} "
+            f"within={int(bad.within)}s for={int(bad.ban_for)}s",
+        ),
+    )

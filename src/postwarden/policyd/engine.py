@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from postwarden.policyd.decide import Event, UsageRow, Verdict, decide
+from postwarden.policyd.decide import Decision, Event, UsageRow, Verdict, decide, decide_auth
 from postwarden.policyd.stores import Store, StoreUnavailable
 from postwarden.policyd.view import PolicyView
 
@@ -26,7 +26,12 @@ class Engine:
     store_errors: int = field(default=0)
 
     async def decide(self, request: dict[str, str]) -> str:
-        decision = decide(request, self.view)
+        return await self.run(decide(request, self.view))
+
+    async def decide_auth(self, command: str, request: dict[str, object]) -> str:
+        return await self.run(decide_auth(command, request, self.view))
+
+    async def run(self, decision: Decision) -> str:
         try:
             ops = next(decision)
             while True:

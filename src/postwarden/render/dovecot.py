@@ -8,6 +8,7 @@ every mailbox with its quota, so that mail still reaches a disabled user.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from postwarden.policy.checks import hash_scheme_of
@@ -43,6 +44,8 @@ class DovecotSettings:
     passwords: str
     users: str
     log_path: str
+    policy_url: str
+    policy_nonce: str
 
 
 def with_scheme(password_hash: str) -> str:
@@ -87,9 +90,14 @@ def render_dovecot(
         passwords=f"{DATA_DIR}/passwords",
         users=f"{DATA_DIR}/users",
         log_path=LOG_PATH,
+        policy_url=f"http://{host.policyd_metrics_listen}/dovecot/",
+        # Dovecot insists on a nonce; it salts password hashes that are never sent here
+        policy_nonce=hashlib.sha256(f"postwarden:{hostname}".encode()).hexdigest()[:32],
     )
     passwords = "".join(f"{user}:{hashed}\n" for user, hashed in password_entries(policy, secrets))
-    users = "".join(f"{user}::::::{extra}\n" for user, extra in user_entries(policy))
+    # user:password:uid:gid:gecos:home:shell:extra — uid, gid and home come from the
+    # userdb's default_fields, the password from the passdb
+    users = "".join(f"{user}:::::::{extra}\n" for user, extra in user_entries(policy))
     return [
         RenderedFile(
             f"{DOVECOT_DIR}/dovecot.conf",

@@ -62,11 +62,19 @@ class Plan:
         )
 
 
+NOT_TEXT = "(the file on the host is not UTF-8 text: no diff shown)\n"
+
+
 def _read(path: Path) -> str | None:
+    """The file's text; None when it cannot be read at all."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        data = path.read_bytes()
+    except OSError:
         return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return NOT_TEXT
 
 
 def _managed(path: Path) -> bool:
@@ -88,7 +96,12 @@ def make_plan(tree: RenderedTree, against: Path) -> Plan:
         if current == rendered.content and not mode_change:
             changes.append(FileChange(host_path, "unchanged", secret=rendered.secret))
             continue
-        diff = "" if rendered.secret else _diff(host_path, current, rendered.content)
+        if rendered.secret:
+            diff = ""
+        elif current == NOT_TEXT:
+            diff = NOT_TEXT
+        else:
+            diff = _diff(host_path, current, rendered.content)
         changes.append(FileChange(host_path, "changed", diff, rendered.secret, mode_change))
     if against.is_dir():
         for path in sorted(p for p in against.rglob("*") if p.is_file()):

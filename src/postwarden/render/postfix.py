@@ -99,9 +99,10 @@ def pick(transports: list[Transport], key: str) -> Transport:
 
 def list_alias(address: str) -> str:
     """The local alias a list address expands through: all-staff@example.com ->
-    pwlist-all-staff-example-com."""
-    local, _, domain = address.partition("@")
-    return LIST_PREFIX + f"{local}-{domain}".replace(".", "-").replace("_", "-").replace("+", "-")
+    pwlist-all-staff=example.com. One alias per address: a domain holds no '=', so
+    the last '=' always splits it back."""
+    local, _, domain = address.rpartition("@")
+    return f"{LIST_PREFIX}{local}={domain}"
 
 
 # -------------------------------------------------------------------- tables

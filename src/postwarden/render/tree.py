@@ -60,6 +60,7 @@ def write_tree(tree: RenderedTree, directory: Path) -> None:
     directory = directory.resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the tree mirrors /, which is not
     try:
         for path in sorted(tree):
             rendered = tree[path]
