@@ -15,12 +15,23 @@ import pytest
 
 from tests.conftest import FIXTURES
 from tests.e2e.mailhost import MailHost
+from tests.fake_dns import FakeDns
 
 E2E = FIXTURES / "e2e"
 
 
 @pytest.fixture(scope="session")
-def mailhost(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterator[MailHost]:
+def blocklist() -> Iterator[FakeDns]:
+    """The blocklist the e2e host's policyd watches (tests/fixtures/e2e/host.yml)."""
+    server = FakeDns(5353)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def mailhost(
+    tmp_path_factory: pytest.TempPathFactory, webhook: Webhook, blocklist: FakeDns
+) -> Iterator[MailHost]:
     if os.geteuid() != 0:
         pytest.fail("the end-to-end tests install and run Postfix, Dovecot and rspamd: run as root")
     host = MailHost(

@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.conftest import Webhook
 from tests.e2e.mailhost import OUTSIDE, PASSWORDS, POLICYD_LOG, MailHost, message
 from tests.e2e.test_mail_flow import MAIN_POOL_ACTIVE, held_containing, sink_header
+from tests.fake_dns import FakeDns
 
 ADMIN = "127.0.0.1:9466"
 
@@ -222,3 +223,24 @@ def test_metrics_are_served(mailhost: MailHost) -> None:
     assert 'postwarden_policyd_requests_total{state="RCPT"}' in text
     assert 'postwarden_policyd_decisions_total{action="DUNNO"}' in text
     assert "postwarden_policyd_decision_seconds_bucket" in text
+
+
+def test_a_blocklisted_address_is_quarantined(
+    mailhost: MailHost, webhook: Webhook, blocklist: FakeDns
+) -> None:
+    blocklist.answers["5.0.0.127.bl.test."] = "127.0.0.2"
+    try:
+        event = webhook.wait_for(
+            lambda b: b["event"] == "ip.blacklisted" and b["subject"] == "127.0.0.5"
+        )
+        assert "bl.test" in event["detail"]
+        status = postwarden("pool", "status", "--admin", ADMIN).stdout
+        assert any(
+            line.startswith("127.0.0.5") and "quarantined" in line for line in status.splitlines()
+        )
+        for number in range(6):
+            used = _address_used(mailhost, "alice@example.com", f"bl{number}@remote.test")
+            assert used == "127.0.0.2"
+    finally:
+        del blocklist.answers["5.0.0.127.bl.test."]
+        postwarden("pool", "activate", "127.0.0.5", "--admin", ADMIN)

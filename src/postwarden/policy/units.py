@@ -132,6 +132,8 @@ class Seconds(int):
 
 
 def parse_duration(value: Any) -> Seconds:
+    if isinstance(value, Seconds):  # already parsed, e.g. copied from another model
+        return value
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return Seconds(0)
     if isinstance(value, int | float) and not isinstance(value, bool):

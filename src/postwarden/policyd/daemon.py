@@ -17,6 +17,7 @@ from pathlib import Path
 from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
 from postwarden.policyd.admin import AdminServer
 from postwarden.policyd.decide import Event, UsageRow
+from postwarden.policyd.dnsbl import BlocklistWatch, make_resolver
 from postwarden.policyd.engine import Engine
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
@@ -168,6 +169,31 @@ class Daemon:
         self.pools = PoolRuntime(loaded.policy, loaded.policy.server.hostname, self.pools.overrides)
         log.info("reloaded the policy from %s", self.settings.policy)
 
+    def sending_addresses(self) -> list[str]:
+        return [a for a, info in self.pools.addresses().items() if info["state"] != "quarantined"]
+
+    def blocklisted(self, address: str, zone: str, answer: str) -> None:
+        log.warning("pool address %s is listed on %s (%s): quarantined", address, zone, answer)
+        self.pools.set_state(address, "quarantined")
+        self.save_pools()
+        self.on_event(Event("ip.blacklisted", address, f"listed on {zone} ({answer})"))
+
+    async def watch_blocklists(self) -> None:
+        if not self.settings.dnsbl_zones:
+            return
+        watch = BlocklistWatch(
+            tuple(self.settings.dnsbl_zones),
+            make_resolver(self.settings.dnsbl_nameserver),
+            self.sending_addresses,
+            self.blocklisted,
+        )
+        while True:
+            try:
+                await watch.check_all()
+            except Exception:  # a bug here must not end the watch for good
+                log.exception("blocklist check failed")
+            await asyncio.sleep(self.settings.dnsbl_interval)
+
     def transport_for(self, sender: str) -> str | None:
         # through the daemon, not a bound method: a reload replaces self.pools
         return self.pools.lookup(sender)
@@ -203,6 +229,7 @@ async def serve(settings: PolicydSettings) -> None:
     workers = [
         asyncio.create_task(daemon.dispatcher.run()),
         asyncio.create_task(daemon.flush_forever()),
+        asyncio.create_task(daemon.watch_blocklists()),
     ]
 
     stop = asyncio.Event()

@@ -83,6 +83,8 @@ EventKind = Literal[
     "throttle.hit",
     "list.post_held",
     "message.large",
+    "ip.blacklisted",
+    "system.store",
 ]
 
 

@@ -53,4 +53,5 @@ class Engine:
     def _store_down(self, error: StoreUnavailable) -> str:
         self.store_errors += 1
         log.error("counter store unavailable (%s): failing %s", error, self.fail_mode)
+        self.on_event(Event("system.store", "counters", f"{error}; failing {self.fail_mode}"))
         return "DUNNO" if self.fail_mode == "open" else STORE_DOWN_CLOSED

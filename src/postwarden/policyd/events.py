@@ -76,9 +76,10 @@ class EventDispatcher:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 await asyncio.to_thread(deliver, channel, relay, sender, delivery.note)
-            except DeliveryFailed as error:
+            except Exception as error:  # one broken channel must not stop the others
+                reason = error if isinstance(error, DeliveryFailed) else repr(error)
                 log.warning(
-                    "notify %s (attempt %d/%d): %s", delivery.channel, attempt, ATTEMPTS, error
+                    "notify %s (attempt %d/%d): %s", delivery.channel, attempt, ATTEMPTS, reason
                 )
                 if attempt < ATTEMPTS:
                     await asyncio.sleep(wait)

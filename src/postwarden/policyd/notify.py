@@ -7,6 +7,7 @@ host's own queue, which may be the thing in trouble.
 
 from __future__ import annotations
 
+import http.client
 import json
 import smtplib
 import ssl
@@ -87,8 +88,9 @@ def post_json(url: str, payload: dict[str, object], headers: dict[str, str]) -> 
             status = response.status
     except urllib.error.HTTPError as error:
         status = error.code
-    except (OSError, urllib.error.URLError) as error:
-        raise DeliveryFailed(f"POST {url}: {error}") from None
+    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as error:
+        # ValueError: a header value the HTTP library refuses (a token ending in a newline)
+        raise DeliveryFailed(f"POST {url}: {type(error).__name__}: {error}") from None
     if not 200 <= status < 300:
         raise DeliveryFailed(f"POST {url}: HTTP {status}")
 

@@ -66,6 +66,8 @@ class PoolRuntime:
             pool = list_pool(self.policy, owner_of)
             if pool is None:
                 return None
+            if self.policy.lists[owner_of].priority != "low":
+                return self._transport(pool, key)
             # the low-priority transport is bound to the pool's first address: while that
             # address is quarantined, list mail takes the pool's other addresses instead
             now = active_transports(self.policy, pool, self.overrides)
@@ -73,13 +75,16 @@ class PoolRuntime:
             if now and as_rendered and now[0] == as_rendered[0]:
                 return list_transport_name(pool)
             return self._transport(pool, key)
-        user = self.policy.users.get(key)
+        local, _, domain_name = key.rpartition("@")
+        # Postfix asks for user+extension@domain first; it is the user's mail all the same
+        sender = f"{local.partition('+')[0]}@{domain_name}"
+        user = self.policy.users.get(sender)
         if user is not None and user.ip_pool:
-            return self._transport(user.ip_pool, key)
-        domain = self.policy.domains.get(key.rpartition("@")[2])
+            return self._transport(user.ip_pool, sender)
+        domain = self.policy.domains.get(domain_name)
         if domain is not None and domain.ip_pool:
             # spread a domain's senders over its pool, not one address per domain
-            return self._transport(domain.ip_pool, key)
+            return self._transport(domain.ip_pool, sender)
         return None
 
     def _transport(self, pool: str | None, key: str) -> str | None:

@@ -34,3 +34,11 @@ class PolicydSettings(PolicyModel):
     usage_log: str = "/var/lib/postwarden/usage.sqlite"
     usage_retention: Duration = Seconds(90 * 86400)
     log_file: str = "/var/log/postwarden/policyd.log"
+    dnsbl_zones: list[str] = Field(
+        default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"]
+    )
+    """Blocklists the outbound addresses are watched on; empty turns the watch off."""
+    dnsbl_interval: Duration = Seconds(15 * 60)
+    dnsbl_nameserver: str | None = None
+    """HOST or HOST:PORT to ask instead of the system's resolver. Spamhaus refuses
+    queries from big public resolvers: use a local one."""

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from postwarden.policy.models.base import PolicyModel
-from postwarden.policy.units import Hostname
+from postwarden.policy.units import Duration, Hostname, Seconds
 
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "[::1]/128")
 
@@ -38,6 +38,14 @@ class HostSettings(PolicyModel):
     submissions_port: int | None = 465
     mail_root: str = "/var/vmail"
     """Where Dovecot keeps the mailboxes."""
+    dnsbl_zones: list[str] = Field(
+        default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"]
+    )
+    """Blocklists postwarden-policyd watches the outbound addresses on."""
+    dnsbl_nameserver: str | None = None
+    """HOST or HOST:PORT of the resolver for those lookups (a local one: Spamhaus refuses
+    queries from big public resolvers)."""
+    dnsbl_interval: Duration = Seconds(15 * 60)
     policyd_store: Literal["sqlite", "redis"] = "sqlite"
     """sqlite keeps counters on this host; redis shares them between MTAs."""
     redis_url: str | None = None

@@ -174,14 +174,29 @@ def sender_transports(policy: Policy, hostname: str) -> list[tuple[str, str]]:
                 entries.append((address, pick(active, address).name))
     for address in sorted(policy.lists):
         pool = list_pool(policy, address)
-        if pool is not None and active_transports(policy, pool):
+        active = active_transports(policy, pool) if pool else []
+        if pool is not None and active:
             owner = f"owner-{list_alias(address)}@{hostname}"
-            entries.append((owner, list_transport_name(pool)))
+            low = policy.lists[address].priority == "low"
+            entries.append((owner, list_transport_name(pool) if low else pick(active, owner).name))
     return entries
 
 
 def list_pool(policy: Policy, address: str) -> str | None:
     return policy.domains[address.rpartition("@")[2]].ip_pool
+
+
+def low_priority_pools(policy: Policy) -> list[str]:
+    """Pools with a low-priority list that can send: each gets a list transport."""
+    return sorted(
+        {
+            pool
+            for address, mailing_list in policy.lists.items()
+            if mailing_list.priority == "low"
+            and (pool := list_pool(policy, address)) is not None
+            and active_transports(policy, pool)
+        }
+    )
 
 
 def list_aliases(policy: Policy) -> list[tuple[str, str]]:
@@ -251,7 +266,7 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
     cert, key = tls_paths(policy, hostname)
     ask_policyd = policy_service(host)
     transports = [t for name, pool in policy.ip_pools.items() for t in pool_transports(name, pool)]
-    list_pools = sorted({p for a in policy.lists if (p := list_pool(policy, a)) is not None})
+    list_pools = low_priority_pools(policy)
 
     sections = [
         Section(
@@ -515,7 +530,7 @@ def master_services(policy: Policy, host: HostSettings) -> list[Service]:
                     ),
                 )
             )
-    list_pools = sorted({p for a in policy.lists if (p := list_pool(policy, a)) is not None})
+    list_pools = low_priority_pools(policy)
     for pool_name in list_pools:
         active = active_transports(policy, pool_name)
         if not active:

@@ -37,6 +37,7 @@ class SimpleEvent(_Event):
         "list.post_held",
         "ip.blacklisted",
         "password.audit_failed",
+        "system.store",
     ]
 
 

@@ -1,0 +1,381 @@
+"""The admin HTTP server on loopback, in its own thread, handing its work to the
+running event loop: metrics, pool states, the Alertmanager bridge and Dovecot's
+auth policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postwarden.policy.load import load_policy
+from postwarden.policyd.admin import DOVECOT_TIMEOUT, AdminServer
+from postwarden.policyd.decide import Event
+from postwarden.policyd.engine import Engine
+from postwarden.policyd.events import EventDispatcher
+from postwarden.policyd.metrics import Metrics
+from postwarden.policyd.notify import Notification
+from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.stores import LocalStore
+from postwarden.policyd.view import compile_view
+from tests.policyd.test_events import take_queued
+
+WritePolicy = Callable[..., Path]
+HOST = "mail.example.com"
+
+POLICY = """\
+server: {hostname: mail.example.com, postmaster: ops@example.net}
+domains:
+  example.com: {ip_pool: main}
+users:
+  alice@example.com: {}
+abuse:
+  bad_smtp_sessions: {auth_failures: 3, within: 10m, ban_for: 1h}
+ip_pools:
+  main:
+    helo: out.example.com
+    addresses:
+      - {address: 203.0.113.10}
+      - {address: 203.0.113.11, state: draining}
+notifications:
+  chat: {webhook: {url: "https://chat.example.net/hook"}}
+  pager: {sms: {gateway: "https://sms.example.net/send", to: "+15555550100"}}
+events:
+  - {on: abuse.auth_failures, notify: [chat]}
+"""
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    content_type: str
+
+    def json(self) -> Any:
+        assert self.content_type == "application/json"
+        return json.loads(self.body)
+
+
+@dataclass
+class Admin:
+    server: AdminServer
+    metrics: Metrics
+    dispatcher: EventDispatcher
+    pools: PoolRuntime
+    engine: Engine
+    changed: asyncio.Event
+    events: list[Event] = field(default_factory=list)
+    pool_changes: int = 0
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+        """An HTTP request from another thread, as a client would make it: the loop
+        stays free to serve the work the server hands it."""
+        url = f"http://127.0.0.1:{self.server.port}{path}"
+        return await asyncio.to_thread(_http, method, url, body)
+
+    async def post(self, path: str, payload: object) -> Reply:
+        return await self.request("POST", path, json.dumps(payload).encode())
+
+
+def _http(method: str, url: str, body: bytes | None) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Reply(response.status, response.read(), response.headers["Content-Type"])
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, error.read(), error.headers["Content-Type"])
+
+
+@pytest.fixture
+async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
+    policy = load_policy(write_policy(POLICY)).policy
+    loop = asyncio.get_running_loop()
+    metrics = Metrics()
+    dispatcher = EventDispatcher(policy, HOST)
+    store = LocalStore()
+    engine = Engine(compile_view(policy), store)
+    changed = asyncio.Event()
+    holder: dict[str, Admin] = {}
+
+    def on_pool_change() -> None:
+        holder["admin"].pool_changes += 1
+        changed.set()
+
+    server = AdminServer(
+        "127.0.0.1:0",
+        loop,
+        metrics,
+        lambda: holder["admin"].dispatcher,
+        lambda: holder["admin"].pools,
+        on_pool_change,
+        engine.decide_auth,
+    )
+    state = Admin(server, metrics, dispatcher, PoolRuntime(policy, HOST), engine, changed)
+    holder["admin"] = state
+
+    def on_event(event: Event) -> None:
+        state.events.append(event)
+        dispatcher.raise_event(event)
+
+    engine.on_event = on_event
+    # serve_forever polls for shutdown every 0.5 s by default: stop sooner between tests
+    server.thread = threading.Thread(
+        target=server.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    server.start()
+    yield state
+    await asyncio.to_thread(server.stop)
+    await store.close()
+
+
+# ---------------------------------------------------------------- metrics, routes
+
+
+async def test_metrics(admin: Admin) -> None:
+    admin.metrics.events.labels("throttle.hit").inc(3)
+    admin.metrics.notifications.labels("chat", "sent").inc()
+    reply = await admin.request("GET", "/metrics")
+    assert reply.status == 200
+    assert reply.content_type.startswith("text/plain")
+    lines = reply.body.decode().splitlines()
+    assert 'postwarden_policyd_events_total{kind="throttle.hit"} 3.0' in lines
+    assert 'postwarden_policyd_notifications_total{channel="chat",result="sent"} 1.0' in lines
+    assert "# TYPE postwarden_policyd_decision_seconds histogram" in lines
+
+
+async def test_unknown_routes(admin: Admin) -> None:
+    for method, path in (("GET", "/"), ("GET", "/pools/x"), ("POST", "/metrics")):
+        body = None if method == "GET" else b"{}"
+        reply = await admin.request(method, path, body)
+        assert reply.status == 404, path
+        assert reply.json() == {"error": "not found"}
+
+
+# ---------------------------------------------------------------- pools
+
+
+async def test_get_pools(admin: Admin) -> None:
+    reply = await admin.request("GET", "/pools")
+    assert reply.status == 200
+    assert reply.json() == {
+        "203.0.113.10": {"pool": "main", "policy": "active", "state": "active"},
+        "203.0.113.11": {"pool": "main", "policy": "draining", "state": "draining"},
+    }
+
+
+async def test_quarantine_an_address(admin: Admin) -> None:
+    assert admin.pools.lookup("alice@example.com") == "pw_main_203_0_113_10"
+
+    reply = await admin.post("/pools/203.0.113.10", {"state": "quarantined"})
+    assert reply.status == 200
+    assert reply.json() == {"pool": "main", "policy": "active", "state": "quarantined"}
+    await asyncio.wait_for(admin.changed.wait(), 5)
+    assert admin.pool_changes == 1
+    assert admin.pools.overrides == {"203.0.113.10": "quarantined"}
+    assert admin.pools.lookup("alice@example.com") == (
+        "retry:4.7.0 pool main has no active outbound address"
+    )
+    listed = (await admin.request("GET", "/pools")).json()
+    assert listed["203.0.113.10"]["state"] == "quarantined"
+
+    reply = await admin.post("/pools/203.0.113.11", {"state": "active"})
+    assert reply.json() == {"pool": "main", "policy": "draining", "state": "active"}
+    assert admin.pools.lookup("alice@example.com") == "pw_main_203_0_113_11"
+
+
+async def test_a_pool_change_reaches_a_replaced_runtime(admin: Admin) -> None:
+    """After a reload the daemon has a new PoolRuntime: the server asks for it anew."""
+    admin.pools = PoolRuntime(admin.pools.policy, HOST, dict(admin.pools.overrides))
+    await admin.post("/pools/203.0.113.11", {"state": "quarantined"})
+    assert admin.pools.overrides == {"203.0.113.11": "quarantined"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "error"),
+    [
+        ("/pools/192.0.2.1", b'{"state": "quarantined"}', 404, "192.0.2.1 is in no pool"),
+        (
+            "/pools/203.0.113.10",
+            b'{"state": "paused"}',
+            400,
+            "state must be active, draining or quarantined",
+        ),
+        ("/pools/203.0.113.10", b"{}", 400, "state must be active, draining or quarantined"),
+        ("/pools/203.0.113.10", b'{"state": quarantined}', 400, "a JSON object is expected"),
+        ("/pools/203.0.113.10", b'["quarantined"]', 400, "a JSON object is expected"),
+        ("/pools/203.0.113.10", b"\xff\xfe", 400, "a JSON object is expected"),
+    ],
+)
+async def test_refused_pool_changes(
+    admin: Admin, path: str, body: bytes, status: int, error: str
+) -> None:
+    reply = await admin.request("POST", path, body)
+    assert reply.status == status
+    assert reply.json() == {"error": error}
+    await asyncio.sleep(0.05)
+    assert admin.pools.overrides == {}
+    assert admin.pool_changes == 0
+
+
+# ---------------------------------------------------------------- alertmanager
+
+
+ALERTS = {
+    "version": "4",
+    "status": "firing",
+    "receiver": "postwarden",
+    "groupKey": "{}:{}",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {"alertname": "DiskFull", "event": "system.disk", "mountpoint": "/var"},
+            "annotations": {"summary": "/var is 93% full"},
+        },
+        {
+            "status": "resolved",
+            "labels": {"alertname": "QueueLarge", "event": "queue.size"},
+            "annotations": {"summary": "612 messages in the queue"},
+        },
+        {
+            "status": "firing",
+            "labels": {"alertname": "MemoryHigh"},
+            "annotations": {"summary": "memory at 95%"},
+        },
+        "not an alert",
+    ],
+}
+
+
+async def test_alertmanager_queues_each_firing_alert(admin: Admin) -> None:
+    before = time.time()
+    reply = await admin.post("/alertmanager/pager", ALERTS)
+    assert reply.status == 200
+    assert reply.json() == {"queued": 2}
+    for _ in range(100):
+        if admin.dispatcher._queue.qsize() >= 2:
+            break
+        await asyncio.sleep(0.01)
+    queued = take_queued(admin.dispatcher)
+    assert [(channel, n.kind, n.subject, n.detail, n.host) for channel, n in queued] == [
+        ("pager", "system.disk", "/var", "/var is 93% full", HOST),
+        ("pager", "MemoryHigh", "MemoryHigh", "memory at 95%", HOST),
+    ]
+    assert all(before <= n.time <= time.time() for _, n in queued)
+
+
+async def test_alertmanager_with_only_resolved_alerts(admin: Admin) -> None:
+    resolved = {"status": "resolved", "alerts": [ALERTS["alerts"][1]]}
+    reply = await admin.post("/alertmanager/chat", resolved)
+    assert reply.json() == {"queued": 0}
+    await asyncio.sleep(0.05)
+    assert take_queued(admin.dispatcher) == []
+
+
+async def test_alertmanager_unknown_channel(admin: Admin) -> None:
+    reply = await admin.post("/alertmanager/nowhere", ALERTS)
+    assert reply.status == 404
+    assert reply.json() == {"error": "unknown channel 'nowhere'"}
+    await asyncio.sleep(0.05)
+    assert take_queued(admin.dispatcher) == []
+
+
+# ---------------------------------------------------------------- dovecot
+
+
+def dovecot(client: str, **extra: object) -> dict[str, object]:
+    """The attributes Dovecot sends by default (auth_policy_request_attributes)."""
+    return {
+        "login": "alice@example.com",
+        "pwhash": "3f2a",
+        "remote": client,
+        "device_id": "",
+        "protocol": "imap",
+        "session_id": "kF2nX4",
+        **extra,
+    }
+
+
+async def test_dovecot_failed_logins_ban_the_client(admin: Admin) -> None:
+    bad, good = "192.0.2.66", "192.0.2.67"
+    allow = "/dovecot/?command=allow"
+    report = "/dovecot/?command=report"
+
+    assert (await admin.post(allow, dovecot(bad))).json() == {"status": 0, "msg": ""}
+    failed = dovecot(bad, success=False, policy_reject=False, tried_password=True)
+    for _ in range(2):
+        assert (await admin.post(report, failed)).json() == {"status": 0, "msg": ""}
+    # a successful login does not count
+    succeeded = dovecot(bad, success=True, policy_reject=False, tried_password=True)
+    assert (await admin.post(report, succeeded)).json() == {"status": 0, "msg": ""}
+    assert (await admin.post(allow, dovecot(bad))).json() == {"status": 0, "msg": ""}
+    assert admin.events == []
+
+    reply = await admin.post(report, failed)
+    assert reply.status == 200
+    assert reply.json() == {"status": -1, "msg": "too many failed logins"}
+    assert admin.events == [Event("abuse.auth_failures", bad, "3 failed logins within 10m")]
+
+    assert (await admin.post(allow, dovecot(bad))).json() == {
+        "status": -1,
+        "msg": "banned for abuse",
+    }
+    assert (await admin.post(allow, dovecot(good))).json() == {"status": 0, "msg": ""}
+
+    # the event went to the configured channel
+    ((channel, note),) = take_queued(admin.dispatcher)
+    assert channel == "chat"
+    assert note == Notification(
+        "abuse.auth_failures", bad, "3 failed logins within 10m", HOST, note.time
+    )
+
+
+async def test_dovecot_requests_without_a_client_pass(admin: Admin) -> None:
+    for command in ("allow", "report"):
+        reply = await admin.post(f"/dovecot/?command={command}", {"success": False})
+        assert reply.json() == {"status": 0, "msg": ""}
+    reply = await admin.post("/dovecot/?command=other", dovecot("192.0.2.66", success=False))
+    assert reply.json() == {"status": 0, "msg": ""}
+
+
+async def test_dovecot_gets_an_answer_before_its_own_timeout(
+    admin: Admin, write_policy: WritePolicy
+) -> None:
+    async def slow(command: str, request: dict[str, Any]) -> str:
+        await asyncio.sleep(10)
+        return "REJECT too late"
+
+    server = AdminServer(
+        "127.0.0.1:0",
+        asyncio.get_running_loop(),
+        admin.metrics,
+        lambda: admin.dispatcher,
+        lambda: admin.pools,
+        lambda: None,
+        slow,
+    )
+    server.start()
+    try:
+        started = time.perf_counter()
+        reply = await asyncio.to_thread(
+            _http,
+            "POST",
+            f"http://127.0.0.1:{server.port}/dovecot/?command=allow",
+            json.dumps(dovecot("192.0.2.66")).encode(),
+        )
+        took = time.perf_counter() - started
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert DOVECOT_TIMEOUT <= took < 2.0
+    assert reply.status == 503
+    assert reply.json() == {"status": 0, "msg": "timeout"}

@@ -1,0 +1,376 @@
+"""Notification senders against real endpoints on loopback: Postfix's smtp-sink as the
+relay, small HTTP servers as webhook and SMS gateways. Every failure of one attempt
+is a DeliveryFailed, never a crash of the sender."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import json
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postwarden.policy.load import load_policy
+from postwarden.policy.models import Policy
+from postwarden.policy.models.server import NotificationRelay
+from postwarden.policyd.notify import DeliveryFailed, Notification, deliver, post_json, send_email
+
+WritePolicy = Callable[..., Path]
+NOTE = Notification("throttle.hit", "alice@example.com/staff", "messages 200/h", "mx1.test", 1e9)
+
+
+# ---------------------------------------------------------------- HTTP endpoints
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: Message
+    body: Any
+    at: float
+    """time.monotonic() on arrival"""
+
+
+class HookServer:
+    """An HTTP endpoint on loopback that records each POST and answers with the next
+    status of its script; the last status repeats."""
+
+    def __init__(self, statuses: tuple[int, ...] = (204,), delay: float = 0.0) -> None:
+        self.requests: list[Received] = []
+        self.statuses = list(statuses)
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.arrived = threading.Event()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length))
+                if hook.delay:
+                    time.sleep(hook.delay)
+                with hook.lock:
+                    hook.requests.append(Received(self.path, self.headers, body, time.monotonic()))
+                    status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
+                hook.arrived.set()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class NotHttpServer:
+    """Answers every connection like an SMTP server would: a URL pointing at the wrong
+    port."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(b"220 mail.example.net ESMTP\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def hook() -> Iterator[HookServer]:
+    server = HookServer()
+    yield server
+    server.close()
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------- smtp-sink
+
+
+@dataclass(frozen=True)
+class Sink:
+    port: int
+    dumps: Path
+
+    def messages(self, count: int = 1, timeout: float = 5.0) -> list[EmailMessage]:
+        """The dumped transactions, once ``count`` of them are there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(p for p in self.dumps.rglob("*") if p.is_file())
+            if len(files) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(0.1)  # smtp-sink writes the file while the client says QUIT
+        parsed = []
+        for path in files:
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(message, EmailMessage)
+            parsed.append(message)
+        return parsed
+
+
+def _smtp_sink() -> str | None:
+    return shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin:/usr/bin")
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    program = _smtp_sink()
+    if program is None:
+        pytest.fail("Postfix's smtp-sink is missing: run scripts/setup --test")
+    # smtp-sink writes as nobody: pytest's tmp_path (mode 0700 under /tmp) is out of reach
+    dumps = Path(tempfile.mkdtemp(prefix="postwarden-sink-", dir="/var/tmp"))
+    nobody = pwd.getpwnam("nobody")
+    shutil.chown(dumps, nobody.pw_uid, nobody.pw_gid)
+    port = closed_port()
+    process = subprocess.Popen(
+        [program, "-u", "nobody", "-d", f"{dumps}/%M.", f"127.0.0.1:{port}", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"smtp-sink did not start on port {port}")
+                time.sleep(0.05)
+        yield Sink(port, dumps)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        shutil.rmtree(dumps, ignore_errors=True)
+
+
+def email_policy(write_policy: WritePolicy, relay: str) -> Policy:
+    return load_policy(
+        write_policy(
+            f"""\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+  notification_relay: {relay}
+domains:
+  example.com: {{}}
+notifications:
+  admins: {{email: [ops@example.net, oncall@example.org]}}
+events:
+  - {{on: message.large, above: 1MiB, notify: [admins]}}
+"""
+        )
+    ).policy
+
+
+# ---------------------------------------------------------------------- email
+
+
+def test_email_through_the_relay(write_policy: WritePolicy, sink: Sink) -> None:
+    policy = email_policy(write_policy, f"{{host: 127.0.0.1, port: {sink.port}, starttls: false}}")
+    assert policy.server.notification_sender == "ops@example.net"
+    note = Notification(
+        "message.large", "alice@example.com", "30000000 bytes from alice@example.com", "mx1", 1e9
+    )
+
+    deliver(
+        policy.notifications["admins"],
+        policy.server.notification_relay,
+        policy.server.notification_sender,
+        note,
+    )
+
+    (message,) = sink.messages()
+    assert message["X-Mail-Args"] == "<ops@example.net>"
+    assert message.get_all("X-Rcpt-Args") == ["<ops@example.net>", "<oncall@example.org>"]
+    assert message["X-Helo-Args"] == "mx1"
+    assert message["From"] == "ops@example.net"
+    assert message["To"] == "ops@example.net, oncall@example.org"
+    assert message["Subject"] == "[postwarden mx1] message.large: alice@example.com"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Message-ID"].endswith("@mx1>")
+    assert message["Date"] == email.utils.formatdate(1e9)
+    body = message.get_body()
+    assert body is not None
+    # the dump ends with a blank line of smtp-sink's own
+    assert body.get_content().rstrip("\n") == (
+        "[postwarden mx1] message.large: alice@example.com\n\n30000000 bytes from alice@example.com"
+    )
+
+
+def test_email_sender_is_the_relay_login(write_policy: WritePolicy, sink: Sink) -> None:
+    policy = email_policy(
+        write_policy,
+        f"{{host: 127.0.0.1, port: {sink.port}, starttls: false, username: alerts@example.com}}",
+    )
+    sender = policy.server.notification_sender
+    assert sender == "alerts@example.com"
+    relay = policy.server.notification_relay
+    assert relay is not None
+    assert relay.password is None  # no login: smtp-sink takes mail without one
+    send_email(relay, sender, ["ops@example.net"], NOTE)
+    (message,) = sink.messages()
+    assert message["X-Mail-Args"] == "<alerts@example.com>"
+    assert message["From"] == "alerts@example.com"
+    assert message["Subject"] == "[postwarden mx1.test] throttle.hit: alice@example.com/staff"
+
+
+def test_starttls_required_but_not_offered(sink: Sink) -> None:
+    relay = NotificationRelay(host="127.0.0.1", port=sink.port, starttls=True)
+    with pytest.raises(DeliveryFailed, match=rf"email via 127\.0\.0\.1:{sink.port}: .*STARTTLS"):
+        send_email(relay, "ops@example.net", ["ops@example.net"], NOTE)
+    # nothing went out in the clear
+    time.sleep(0.2)
+    assert [p for p in sink.dumps.rglob("*") if p.is_file()] == []
+
+
+def test_unreachable_relay() -> None:
+    port = closed_port()
+    relay = NotificationRelay(host="127.0.0.1", port=port, starttls=False)
+    with pytest.raises(DeliveryFailed, match=rf"email via 127\.0\.0\.1:{port}"):
+        send_email(relay, "ops@example.net", ["ops@example.net"], NOTE)
+
+
+def test_email_channel_without_relay(write_policy: WritePolicy) -> None:
+    policy = email_policy(write_policy, f"{{host: 127.0.0.1, port: {closed_port()}}}")
+    with pytest.raises(DeliveryFailed, match=r"need server\.notification_relay"):
+        deliver(policy.notifications["admins"], None, "ops@example.net", NOTE)
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+def test_post_json_sends_json(hook: HookServer) -> None:
+    post_json(hook.url("/a/b"), {"k": [1, "two"]}, {"X-Extra": "yes"})
+    (request,) = hook.requests
+    assert request.path == "/a/b"
+    assert request.body == {"k": [1, "two"]}
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == "postwarden"
+    assert request.headers["X-Extra"] == "yes"
+
+
+def test_post_json_to_a_closed_port() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+    with pytest.raises(DeliveryFailed, match=f"POST {url}: "):
+        post_json(url, {}, {})
+
+
+@pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
+def test_post_json_http_errors(status: int) -> None:
+    server = HookServer((status,))
+    try:
+        with pytest.raises(DeliveryFailed, match=f"HTTP {status}$"):
+            post_json(server.url(), {"a": 1}, {})
+        assert len(server.requests) == 1
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_post_json_2xx_is_delivered(status: int) -> None:
+    server = HookServer((status,))
+    try:
+        post_json(server.url(), {"a": 1}, {})
+    finally:
+        server.close()
+
+
+def test_post_json_to_something_that_is_not_http() -> None:
+    server = NotHttpServer()
+    try:
+        with pytest.raises(DeliveryFailed):
+            post_json(f"http://127.0.0.1:{server.port}/hook", {}, {})
+    finally:
+        server.close()
+
+
+def test_post_json_with_a_header_ending_in_a_newline(hook: HookServer) -> None:
+    with pytest.raises(DeliveryFailed):
+        post_json(hook.url(), {}, {"Authorization": "Bearer token\n"})
+
+
+def test_sms_and_webhook_channels(write_policy: WritePolicy, hook: HookServer) -> None:
+    policy = load_policy(
+        write_policy(
+            f"""\
+server: {{hostname: mail.example.com, postmaster: ops@example.net}}
+domains:
+  example.com: {{}}
+notifications:
+  pager: {{sms: {{gateway: "{hook.url("/sms")}", to: "+15555550100", token: !secret sms}}}}
+  plain: {{sms: {{gateway: "{hook.url("/plain")}", to: "+15555550101"}}}}
+  chat: {{webhook: {{url: "{hook.url("/chat")}", headers: {{X-Token: !secret hook, X-Id: "7"}}}}}}
+events:
+  - {{on: message.large, above: 1MiB, notify: [pager, plain, chat]}}
+""",
+            "sms: s3cret-sms\nhook: s3cret-hook\n",
+        )
+    ).policy
+    for name in ("pager", "plain", "chat"):
+        deliver(policy.notifications[name], None, "ops@example.net", NOTE)
+
+    sms, plain, chat = hook.requests
+    assert sms.path == "/sms"
+    assert sms.body == {
+        "to": "+15555550100",
+        "message": "[postwarden mx1.test] throttle.hit: alice@example.com/staff",
+    }
+    assert sms.headers["Authorization"] == "Bearer s3cret-sms"
+    assert plain.path == "/plain"
+    assert plain.headers["Authorization"] is None
+    assert chat.path == "/chat"
+    assert chat.body == NOTE.as_json()
+    assert chat.headers["X-Token"] == "s3cret-hook"
+    assert chat.headers["X-Id"] == "7"

@@ -1,0 +1,162 @@
+"""The usage log: rows batched into SQLite, old rows purged at most once per
+PURGE_EVERY, and nothing lost on close."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postwarden.policyd.decide import UsageRow
+from postwarden.policyd.usage import PURGE_EVERY, UsageLog
+
+START = 1_000_000.0
+RETENTION = 1000
+
+ALICE = UsageRow("alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO")
+BOB = UsageRow("bob@example.org", "info@example.org", 1, 512, "2001:db8::7", None, "HOLD too much")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "usage.sqlite"
+
+
+@pytest.fixture
+def usage(path: Path, clock: Clock) -> Iterator[UsageLog]:
+    log = UsageLog(str(path), RETENTION, clock)
+    yield log
+    log.close()
+
+
+def rows(path: Path) -> list[tuple[object, ...]]:
+    """What another process reading the file sees."""
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM usage ORDER BY time, login").fetchall()
+
+
+def test_the_table_has_the_documented_columns(usage: UsageLog, path: Path) -> None:
+    assert path.parent.is_dir()
+    with sqlite3.connect(path) as db:
+        columns = [(c[1], c[2], c[3]) for c in db.execute("PRAGMA table_info(usage)")]
+        indexes = {i[1] for i in db.execute("PRAGMA index_list(usage)")}
+    assert columns == [
+        ("time", "REAL", 1),
+        ("login", "TEXT", 1),
+        ("sender", "TEXT", 1),
+        ("recipients", "INTEGER", 1),
+        ("size", "INTEGER", 1),
+        ("client", "TEXT", 1),
+        ("pool", "TEXT", 0),
+        ("decision", "TEXT", 1),
+    ]
+    assert indexes == {"usage_time", "usage_login"}
+
+
+def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> None:
+    usage.add(ALICE)
+    clock.now += 2.5
+    usage.add(BOB)
+    assert rows(path) == []  # buffered
+    assert usage.flush() == 2
+    assert rows(path) == [
+        (START, "alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO"),
+        (
+            START + 2.5,
+            "bob@example.org",
+            "info@example.org",
+            1,
+            512,
+            "2001:db8::7",
+            None,
+            "HOLD too much",
+        ),
+    ]
+    assert usage.flush() == 0
+    assert len(rows(path)) == 2
+
+
+def test_flush_with_nothing_pending_writes_nothing(usage: UsageLog, path: Path) -> None:
+    assert usage.flush() == 0
+    assert rows(path) == []
+    usage.add(ALICE)
+    assert usage.flush() == 1
+    assert usage.flush() == 0
+    assert len(rows(path)) == 1
+
+
+def test_old_rows_are_purged_at_most_once_per_period(
+    usage: UsageLog, path: Path, clock: Clock
+) -> None:
+    usage.add(ALICE)
+    assert usage.flush() == 1  # a purge ran here, and found nothing old
+
+    clock.now = START + PURGE_EVERY - 100  # alice's row is past the retention ...
+    usage.add(BOB)
+    assert usage.flush() == 1
+    # ... but the last purge was less than PURGE_EVERY ago
+    assert [r[1] for r in rows(path)] == ["alice@example.com", "bob@example.org"]
+
+    clock.now = START + PURGE_EVERY
+    assert usage.flush() == 0
+    assert [r[1] for r in rows(path)] == ["bob@example.org"]
+    assert rows(path)[0][0] == START + PURGE_EVERY - 100
+
+    # bob's row is past the retention now, and the next purge waits a full period
+    clock.now = START + PURGE_EVERY + RETENTION + 1
+    usage.flush()
+    assert [r[1] for r in rows(path)] == ["bob@example.org"]
+    clock.now = START + 2 * PURGE_EVERY
+    usage.flush()
+    assert rows(path) == []
+
+
+def test_rows_within_the_retention_stay(usage: UsageLog, path: Path, clock: Clock) -> None:
+    usage.add(ALICE)
+    usage.flush()
+    clock.now = START + PURGE_EVERY
+    usage.add(BOB)
+    # retention 1000 s: alice's row is 3600 s old and goes, bob's is new
+    usage.flush()
+    assert [r[1] for r in rows(path)] == ["bob@example.org"]
+
+    kept = UsageLog(str(path.with_name("kept.sqlite")), 10 * 86400, clock)
+    kept.add(ALICE)
+    kept.flush()
+    clock.now += 5 * PURGE_EVERY
+    kept.flush()
+    kept.close()
+    assert len(rows(path.with_name("kept.sqlite"))) == 1
+
+
+def test_close_flushes(path: Path, clock: Clock) -> None:
+    log = UsageLog(str(path), RETENTION, clock)
+    log.add(ALICE)
+    log.add(BOB)
+    log.close()
+    assert [r[1] for r in rows(path)] == ["alice@example.com", "bob@example.org"]
+
+
+def test_a_reopened_log_appends(path: Path, clock: Clock) -> None:
+    first = UsageLog(str(path), RETENTION, clock)
+    first.add(ALICE)
+    first.close()
+    second = UsageLog(str(path), RETENTION, clock)
+    second.add(BOB)
+    second.close()
+    assert len(rows(path)) == 2
