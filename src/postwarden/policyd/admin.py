@@ -121,11 +121,12 @@ class AdminServer:
             _json(request, HTTPStatus.NOT_FOUND, {"error": f"unknown channel {channel!r}"})
             return
         sent = 0
-        for alert in body.get("alerts") or []:
+        alerts = body.get("alerts")
+        for alert in alerts if isinstance(alerts, list) else []:
             if not isinstance(alert, dict) or alert.get("status") != "firing":
                 continue
-            labels = alert.get("labels") or {}
-            annotations = alert.get("annotations") or {}
+            labels = _mapping(alert.get("labels"))
+            annotations = _mapping(alert.get("annotations"))
             note = Notification(
                 str(labels.get("event", labels.get("alertname", "alert"))),
                 str(labels.get("mountpoint") or labels.get("alertname", "")),
@@ -172,9 +173,16 @@ class AdminServer:
         _json(request, HTTPStatus.OK, pools.addresses()[address])
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _body(request: BaseHTTPRequestHandler) -> dict[str, Any] | None:
-    length = int(request.headers.get("Content-Length") or 0)
-    if length > MAX_BODY:
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        return None
+    if not 0 <= length <= MAX_BODY:
         return None
     try:
         data = json.loads(request.rfile.read(length) or b"{}")

@@ -48,16 +48,18 @@ class EventDispatcher:
             last = self._last.get(key)
             if last is not None and now - last < configured.cooldown:
                 continue
-            self._last[key] = now
-            for channel in configured.notify:
-                self.queue(channel, note)
+            queued = [self.queue(channel, note) for channel in configured.notify]
+            if any(queued):  # a dropped notification does not start the cooldown
+                self._last[key] = now
 
-    def queue(self, channel: str, note: Notification) -> None:
+    def queue(self, channel: str, note: Notification) -> bool:
         try:
             self._queue.put_nowait(Delivery(channel, note))
         except asyncio.QueueFull:
             log.error("notification queue full: dropped %s for %s", note.kind, channel)
             self.on_sent(channel, "dropped")
+            return False
+        return True
 
     async def run(self) -> None:
         """Deliver queued notifications, one at a time, retrying with backoff."""
