@@ -323,3 +323,43 @@ def test_malformed_numbers_are_zero(ask: Callable[..., Verdict]) -> None:
     )
     assert verdict.usage is not None
     assert (verdict.usage.size, verdict.usage.recipients) == (0, 0)
+
+
+# ----------------------------------------------- relayed from the host's networks
+
+
+def relayed(view: PolicyView, counters: Counters, sender: str, client: str) -> Verdict:
+    request = {
+        "protocol_state": "END-OF-MESSAGE",
+        "sender": sender,
+        "size": "500",
+        "recipient_count": "1",
+        "client_address": client,
+    }
+    decision = decide(request, view)
+    try:
+        ops = next(decision)
+        while True:
+            ops = decision.send(counters.run(ops, 1_000_000.0))
+    except StopIteration as stop:
+        verdict: Verdict = stop.value
+        return verdict
+
+
+def test_local_applications_are_throttled_by_their_sender(write_policy: WritePolicy) -> None:
+    view = compile_view(load_policy(write_policy(POLICY)).policy, ["127.0.0.0/8", "[::1]/128"])
+    counters = Counters()
+    assert relayed(view, counters, "bob@example.org", "127.0.0.1").action == "DUNNO"
+    second = relayed(view, counters, "bob@example.org", "::1")
+    assert second.action.startswith("DEFER 4.7.1 sending limit reached")
+    assert second.usage is not None
+    assert second.usage.login == "bob@example.org"
+
+
+def test_untrusted_or_foreign_senders_are_not_counted(write_policy: WritePolicy) -> None:
+    view = compile_view(load_policy(write_policy(POLICY)).policy, ["127.0.0.0/8"])
+    counters = Counters()
+    for _ in range(3):
+        assert relayed(view, counters, "bob@example.org", "192.0.2.50").action == "DUNNO"
+        assert relayed(view, counters, "x@remote.test", "127.0.0.1").action == "DUNNO"
+    assert relayed(view, counters, "bob@example.org", "192.0.2.50").usage is None

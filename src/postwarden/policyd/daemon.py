@@ -62,7 +62,7 @@ def load(settings: PolicydSettings) -> LoadedPolicy:
 
 
 def load_view(settings: PolicydSettings) -> PolicyView:
-    return compile_view(load(settings).policy)
+    return compile_view(load(settings).policy, settings.mynetworks)
 
 
 def sd_notify(message: str) -> None:
@@ -122,7 +122,11 @@ class Daemon:
             hostname,
             on_sent=lambda channel, result: metrics.notifications.labels(channel, result).inc(),
         )
-        engine = Engine(compile_view(loaded.policy), make_store(settings), settings.fail_mode)
+        engine = Engine(
+            compile_view(loaded.policy, settings.mynetworks),
+            make_store(settings),
+            settings.fail_mode,
+        )
         daemon = cls(
             settings,
             metrics,
@@ -164,7 +168,7 @@ class Daemon:
                 log.error("reload refused: %s", problem.text())
             log.error("reload refused: the policy in use stays")
             return
-        self.engine.view = compile_view(loaded.policy)
+        self.engine.view = compile_view(loaded.policy, self.settings.mynetworks)
         self.dispatcher.policy = loaded.policy
         self.pools = PoolRuntime(loaded.policy, loaded.policy.server.hostname, self.pools.overrides)
         log.info("reloaded the policy from %s", self.settings.policy)

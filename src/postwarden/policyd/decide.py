@@ -160,9 +160,24 @@ def decide(request: dict[str, str], view: PolicyView) -> Decision:
     return Verdict(PASS)
 
 
+def sender_identity(request: dict[str, str], view: PolicyView) -> str:
+    """Who is sending, for throttles, abuse rules and the usage log: the login; or,
+    for mail relayed from the host's own networks without one (local applications,
+    a classic source of spam from a compromised site), the envelope sender when it
+    is a local address."""
+    login = request.get("sasl_username", "").lower()
+    if login:
+        return login
+    sender = request.get("sender", "").lower()
+    if sender and view.is_local(sender) and view.is_trusted(request.get("client_address", "")):
+        return sender
+    return ""
+
+
 def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     client = request.get("client_address", "")
     login = request.get("sasl_username", "").lower()
+    identity = sender_identity(request, view)
     sender = request.get("sender", "").lower()
     recipient = request.get("recipient", "").lower()
     outcome = _Outcome()
@@ -171,15 +186,14 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     takes: list[tuple[Take, NamedThrottle, str]] = []
     invalid: Add | None = None
     bad = view.bad_sessions
-    if bad is not None and client and not login and view.is_unknown_local(recipient):
+    if bad is not None and client and not identity and view.is_unknown_local(recipient):
         invalid = Add(f"invalid:{client}", 1, bad.within)
         ops.append(invalid)
-    user_throttle = view.user_throttles.get(login) if login else None
+    user_throttle = view.user_throttles.get(identity) if identity else None
     if user_throttle is not None and user_throttle.throttle.recipients is not None:
         rate = user_throttle.throttle.recipients
-        takes.append(
-            (Take(f"user:{login}:recipients", 1, rate.count, rate.window), user_throttle, login)
-        )
+        take = Take(f"user:{identity}:recipients", 1, rate.count, rate.window)
+        takes.append((take, user_throttle, identity))
     list_throttle = view.list_throttles.get(recipient)
     if list_throttle is not None and list_throttle.throttle.messages is not None:
         rate = list_throttle.throttle.messages
@@ -255,7 +269,7 @@ def _throttled(outcome: _Outcome, named: NamedThrottle, subject: str, what: str)
 
 
 def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
-    login = request.get("sasl_username", "").lower()
+    login = sender_identity(request, view)
     sender = request.get("sender", "").lower()
     client = request.get("client_address", "")
     size = _int(request.get("size"))

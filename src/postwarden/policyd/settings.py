@@ -29,6 +29,9 @@ class PolicydSettings(PolicyModel):
     store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str = "/var/lib/postwarden/counters.sqlite"
     redis_url: str | None = None
+    mynetworks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "[::1]/128"])
+    """Clients that relay without a login (Postfix's mynetworks): their mail is counted
+    by its envelope sender."""
     fail_mode: Literal["open", "closed"] = "closed"
     """When the store cannot be reached: let mail through (open) or defer it (closed)."""
     usage_log: str = "/var/lib/postwarden/usage.sqlite"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from postwarden.policy.models import Policy
@@ -9,6 +10,8 @@ from postwarden.policy.models.abuse import BadSmtpSessions, InternalSpammer
 from postwarden.policy.models.events import LargeMessageEvent
 from postwarden.policy.models.lists import MailingList
 from postwarden.policy.models.throttles import Throttle
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class PolicyView:
     internal_spammer: InternalSpammer | None
     bad_sessions: BadSmtpSessions | None
     large_message_above: int | None
+    trusted_networks: tuple[IPNetwork, ...] = ()
+    """The host's own networks (Postfix's mynetworks): they relay without a login."""
 
     def is_local(self, address: str) -> bool:
         return address.rpartition("@")[2] in self.local_domains
@@ -45,13 +50,28 @@ class PolicyView:
             and _without_extension(address) not in self.known_addresses
         )
 
+    def is_trusted(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_networks)
+
+
+def networks(entries: list[str]) -> tuple[IPNetwork, ...]:
+    """Postfix's notation ("127.0.0.0/8", "[::1]/128") as networks."""
+    return tuple(
+        ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False)
+        for entry in entries
+    )
+
 
 def _without_extension(address: str) -> str:
     local, _, domain = address.rpartition("@")
     return f"{local.partition('+')[0]}@{domain}"
 
 
-def compile_view(policy: Policy) -> PolicyView:
+def compile_view(policy: Policy, trusted: list[str] | None = None) -> PolicyView:
     throttles = policy.throttles
 
     def named(name: str | None) -> NamedThrottle | None:
@@ -86,4 +106,5 @@ def compile_view(policy: Policy) -> PolicyView:
         internal_spammer=policy.abuse.internal_spammer,
         bad_sessions=policy.abuse.bad_smtp_sessions,
         large_message_above=min(large) if large else None,
+        trusted_networks=networks(trusted or []),
     )

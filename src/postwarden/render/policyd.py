@@ -27,6 +27,7 @@ def policyd_settings(host: HostSettings) -> PolicydSettings:
         store=host.policyd_store,
         redis_url=host.redis_url,
         fail_mode=host.policyd_fail_mode,
+        mynetworks=host.mynetworks,
         dnsbl_zones=host.dnsbl_zones,
         dnsbl_nameserver=host.dnsbl_nameserver,
         dnsbl_interval=host.dnsbl_interval,
