@@ -151,14 +151,25 @@ class Daemon:
 
     async def decide(self, request: dict[str, str]) -> str:
         started = time.perf_counter()
-        errors_before = self.engine.store_errors
         action = await self.engine.decide(request)
-        self.metrics.latency.observe(time.perf_counter() - started)
-        self.metrics.requests.labels(request.get("protocol_state", "").upper()[:20]).inc()
-        self.metrics.decisions.labels(action.split(" ", 1)[0]).inc()
-        if self.engine.store_errors != errors_before:
-            self.metrics.store_errors.inc()
+        self._record(request, action, started)
         return action
+
+    def decide_now(self, request: dict[str, str]) -> str | None:
+        started = time.perf_counter()
+        action = self.engine.decide_now(request)
+        if action is not None:
+            self._record(request, action, started)
+        return action
+
+    def _record(self, request: dict[str, str], action: str, started: float) -> None:
+        stats = self.metrics.stats
+        stats.record(
+            request.get("protocol_state", "")[:20],
+            action.partition(" ")[0],
+            time.perf_counter() - started,
+        )
+        stats.store_errors = self.engine.store_errors
 
     def reload(self) -> None:
         try:
@@ -213,7 +224,7 @@ class Daemon:
 
 async def serve(settings: PolicydSettings) -> None:
     daemon = Daemon.start(settings)
-    server = PolicyServer(daemon.decide)
+    server = PolicyServer(daemon.decide, daemon.decide_now)
     for address in settings.listen:
         await server.listen(address)
     socketmap = SocketmapServer(daemon.transport_for)

@@ -26,14 +26,14 @@ from postwarden.policyd.view import NamedThrottle, PolicyView
 # ------------------------------------------------------------------ operations
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BanCheck:
     """Is the client banned? A ban ends the batch: nothing after it is counted."""
 
     client: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Take:
     """Take ``weight`` from a budget of ``limit`` per ``window`` seconds, unless that
     would go over it. Result: whether it was taken."""
@@ -44,7 +44,7 @@ class Take:
     window: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Add:
     """Count ``weight`` in the window. Result: the count in the window, this included."""
 
@@ -53,7 +53,7 @@ class Add:
     window: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SimilarSizes:
     """Record a message size. Result: how many sizes in the window are within
     ``tolerance`` (a fraction) of this one, this one included."""
@@ -64,7 +64,7 @@ class SimilarSizes:
     tolerance: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ban:
     client: str
     seconds: int
@@ -211,10 +211,10 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     results = yield ops
     if isinstance(ops[0], BanCheck) and results[0]:
         return Verdict("REJECT 5.7.1 this client is banned for abuse; try again later")
-    by_op = dict(zip(ops, results, strict=True))
+    by_op = _by_op(ops, results)
 
     if invalid is not None and bad is not None:
-        count = by_op[invalid]
+        count = by_op[id(invalid)]
         if (
             bad.invalid_recipients is not None
             and isinstance(count, int)
@@ -235,7 +235,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
             outcome.act("reject", "too many unknown recipients: this client is banned")
 
     for take, named, subject in takes:
-        if not by_op[take]:
+        if not by_op[id(take)]:
             _throttled(outcome, named, subject, f"{take.key.rsplit(':', 1)[-1]}")
 
     mailing_list = view.lists.get(recipient)
@@ -305,16 +305,16 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     if sizes is not None:
         ops.append(sizes)
 
-    by_op: dict[Op, Result] = {}
+    by_op: dict[int, Result] = {}
     if ops:
         results = yield ops
-        by_op = dict(zip(ops, results, strict=True))
+        by_op = _by_op(ops, results)
     for take, what in takes:
-        if not by_op[take]:
+        if not by_op[id(take)]:
             assert named is not None
             _throttled(outcome, named, login, what)
     if sizes is not None and spammer is not None:
-        similar = by_op[sizes]
+        similar = by_op[id(sizes)]
         if isinstance(similar, int) and similar >= spammer.same_size_messages:
             text = f"{similar} messages of about {size} bytes within {spammer.within}"
             outcome.act(spammer.action, f"looks like bulk mail from an account: {text}")
@@ -324,6 +324,11 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         login, sender, recipients, size, client, view.user_pools.get(login), outcome.action
     )
     return outcome.verdict(usage)
+
+
+def _by_op(ops: list[Op], results: list[Result]) -> dict[int, Result]:
+    """Results by operation, by identity: two operations may be equal, never the same."""
+    return {id(op): result for op, result in zip(ops, results, strict=True)}
 
 
 def _int(value: str | None) -> int:

@@ -31,6 +31,20 @@ class Engine:
     async def decide_auth(self, command: str, request: dict[str, object]) -> str:
         return await self.run(decide_auth(command, request, self.view))
 
+    def decide_now(self, request: dict[str, str]) -> str | None:
+        """Decide without waiting, when the store answers at once (the local store);
+        None when the decision must wait for the store."""
+        run_now = getattr(self.store, "run_now", None)
+        if run_now is None:
+            return None
+        decision = decide(request, self.view)
+        try:
+            ops = next(decision)
+            while True:
+                ops = decision.send(run_now(ops))
+        except StopIteration as stop:
+            return self._finish(stop.value)
+
     async def run(self, decision: Decision) -> str:
         try:
             ops = next(decision)
@@ -41,7 +55,9 @@ class Engine:
                     return self._store_down(error)
                 ops = decision.send(results)
         except StopIteration as stop:
-            verdict: Verdict = stop.value
+            return self._finish(stop.value)
+
+    def _finish(self, verdict: Verdict) -> str:
         for line in verdict.logs:
             log.warning("%s", line)
         for event in verdict.events:

@@ -7,7 +7,6 @@ count; a crash loses at most the last interval of counts.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import deque
 from pathlib import Path
@@ -33,39 +32,40 @@ class CounterFile:
 
     def load(self, counters: Counters) -> None:
         for key, kind, data in self.db.execute("SELECT key, kind, data FROM counters"):
-            value = json.loads(data)
             if kind == "window":
-                counters.windows[key] = Window(
-                    value["bucket"], deque([list(b) for b in value["buckets"]]), value["total"]
-                )
+                counters.windows[key] = _window(data)
             elif kind == "sizes":
-                counters.sizes[key] = deque((t, s) for t, s in value)
+                counters.sizes[key] = deque(
+                    (float(t), int(size))
+                    for t, _, size in (item.partition(":") for item in data.split(";") if item)
+                )
             elif kind == "ban":
-                counters.bans[key.removeprefix("ban:")] = float(value)
+                counters.bans[key.removeprefix("ban:")] = float(data)
 
-    def save(self, counters: Counters) -> int:
-        """Write what changed since the last save; return how many keys."""
+    def snapshot(self, counters: Counters) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """What changed since the last snapshot, as rows to write and keys to delete.
+        Cheap, and done where the counters live; the writing can happen elsewhere."""
         dirty, counters.dirty = counters.dirty, set()
         rows, gone = [], []
         for key in dirty:
             if key.startswith("ban:"):
                 until = counters.bans.get(key.removeprefix("ban:"))
                 if until:
-                    rows.append((key, "ban", json.dumps(until)))
+                    rows.append((key, "ban", repr(until)))
                 else:
                     gone.append(key)
             elif key in counters.windows:
                 window = counters.windows[key]
-                data = {
-                    "bucket": window.bucket_seconds,
-                    "buckets": list(window.buckets),
-                    "total": window.total,
-                }
-                rows.append((key, "window", json.dumps(data)))
+                buckets = ";".join(f"{number}:{count}" for number, count in window.buckets)
+                rows.append((key, "window", f"{window.bucket_seconds}|{window.total}|{buckets}"))
             elif key in counters.sizes:
-                rows.append((key, "sizes", json.dumps(list(counters.sizes[key]))))
+                sizes = ";".join(f"{moment!r}:{size}" for moment, size in counters.sizes[key])
+                rows.append((key, "sizes", sizes))
             else:
                 gone.append(key)
+        return rows, gone
+
+    def write(self, rows: list[tuple[str, str, str]], gone: list[str]) -> int:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
@@ -76,5 +76,15 @@ class CounterFile:
             self.db.executemany("DELETE FROM counters WHERE key = ?", [(k,) for k in gone])
         return len(rows) + len(gone)
 
+    def save(self, counters: Counters) -> int:
+        """Write what changed since the last save; return how many keys."""
+        return self.write(*self.snapshot(counters))
+
     def close(self) -> None:
         self.db.close()
+
+
+def _window(data: str) -> Window:
+    bucket, total, buckets = data.split("|", 2)
+    pairs = (item.partition(":") for item in buckets.split(";") if item)
+    return Window(int(bucket), deque([int(n), int(c)] for n, _, c in pairs), int(total))

@@ -26,53 +26,58 @@ class ProtocolError(Exception):
 @dataclass
 class RequestParser:
     _buffer: bytearray = field(default_factory=bytearray)
-    _attributes: dict[str, str] = field(default_factory=dict)
-    _size: int = 0
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
         """Add received bytes; return the requests they complete, in order."""
-        self._buffer += data
+        buffer = self._buffer
+        buffer += data
         requests: list[dict[str, str]] = []
-        while True:
-            end = self._buffer.find(b"\n")
+        while buffer:
+            if buffer[0] == 0x0A or buffer[:2] == b"\r\n":
+                raise ProtocolError("empty request")
+            end, skip = buffer.find(b"\n\n"), 2
+            if b"\r" in buffer:
+                crlf = buffer.find(b"\n\r\n")
+                if crlf >= 0 and (end < 0 or crlf < end):
+                    end, skip = crlf, 3
             if end < 0:
-                if len(self._buffer) > MAX_LINE:
-                    raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-                return requests
-            line = bytes(self._buffer[:end])
-            del self._buffer[: end + 1]
-            if len(line) > MAX_LINE:
-                raise ProtocolError(f"line longer than {MAX_LINE} bytes")
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                if not self._attributes:
-                    raise ProtocolError("empty request")
-                requests.append(self._attributes)
-                self._attributes, self._size = {}, 0
-                continue
-            self._add(line)
+                self._check_partial()
+                break
+            if end > MAX_REQUEST:
+                raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
+            requests.append(_parse(bytes(buffer[:end])))
+            del buffer[: end + skip]
+        return requests
 
-    def _add(self, line: bytes) -> None:
-        name, equals, value = line.partition(b"=")
-        if not equals or not name:
-            raise ProtocolError("a request line is not name=value")
-        self._size += len(line) + 1
-        if self._size > MAX_REQUEST:
+    def _check_partial(self) -> None:
+        buffer = self._buffer
+        if len(buffer) > MAX_REQUEST:
             raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
-        if len(self._attributes) >= MAX_ATTRIBUTES:
-            raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
-        try:
-            key = name.decode("ascii")
-        except UnicodeDecodeError:
-            raise ProtocolError("attribute name is not ASCII") from None
-        # values are mostly ASCII; anything else is kept, never allowed to crash us
-        self._attributes[key] = value.decode("utf-8", "replace")
+        if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_LINE:
+            raise ProtocolError(f"line longer than {MAX_LINE} bytes")
 
     @property
     def pending(self) -> bool:
         """Part of a request has arrived but not its end."""
-        return bool(self._buffer or self._attributes)
+        return bool(self._buffer)
+
+
+def _parse(chunk: bytes) -> dict[str, str]:
+    # values are mostly ASCII; anything else is kept, never allowed to crash us
+    lines = chunk.decode("utf-8", "replace").split("\n")
+    if len(lines) > MAX_ATTRIBUTES:
+        raise ProtocolError(f"more than {MAX_ATTRIBUTES} attributes")
+    attributes = {}
+    for line in lines:
+        if len(line) > MAX_LINE:
+            raise ProtocolError(f"line longer than {MAX_LINE} bytes")
+        name, equals, value = line.partition("=")
+        if not equals or not name:
+            raise ProtocolError("a request line is not name=value")
+        if not name.isascii():
+            raise ProtocolError("attribute name is not ASCII")
+        attributes[name] = value[:-1] if value.endswith("\r") else value
+    return attributes
 
 
 def reply(action: str) -> bytes:

@@ -47,8 +47,12 @@ class LocalStore:
         self._flusher: asyncio.Task[None] | None = None
 
     async def run(self, ops: list[Op]) -> list[Result]:
+        return self.run_now(ops)
+
+    def run_now(self, ops: list[Op]) -> list[Result]:
+        """A batch at once: nothing here waits, so it is atomic on the event loop."""
         if self.file is not None and self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush_forever())
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         return self.counters.run(ops, self.clock())
 
     async def _flush_forever(self) -> None:
@@ -58,7 +62,12 @@ class LocalStore:
             sweeps += 1
             if sweeps % 60 == 0:
                 self.counters.sweep(self.clock(), self.longest_window)
-            self.flush()
+            if self.file is not None and self.counters.dirty:
+                rows, gone = self.file.snapshot(self.counters)
+                try:
+                    await asyncio.to_thread(self.file.write, rows, gone)
+                except sqlite3.Error as error:
+                    log.error("cannot write counters to disk: %s", error)
 
     def flush(self) -> None:
         if self.file is not None and self.counters.dirty:
