@@ -270,9 +270,9 @@ async def serve(settings: PolicydSettings) -> None:
 def run(settings: PolicydSettings) -> None:
     setup_logging(settings.log_file)
     try:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(serve(settings))
+        import uvloop
+    except ImportError:  # a platform without it: the standard loop does the same, slower
+        asyncio.run(serve(settings))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))

@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from postwarden.policyd.protocol import ProtocolError, RequestParser, reply
 
@@ -44,12 +45,12 @@ class _Connection(asyncio.Protocol):
         self.peer: object = "unix"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = transport.get_extra_info("peername") or "unix"
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = self.transport.get_extra_info("peername") or "unix"
         if len(self.server.live) >= self.server.max_connections:
             log.warning("too many connections (%d): refusing one", len(self.server.live))
-            transport.close()
+            self.transport.close()
             return
         self.server.live.add(self)
 

@@ -466,23 +466,37 @@ _SUBMISSION_OPTIONS = (
 )
 
 
+def _smtpd(name: str, options: tuple[str, ...] = ()) -> Service:
+    return Service(name, "inet", "n", "-", "n", "-", "-", "smtpd", options)
+
+
+def _smtp(name: str, transport: Transport) -> Service:
+    """An smtp client bound to one outbound address, introducing itself by its HELO."""
+    bind = "smtp_bind_address6" if transport.ipv6 else "smtp_bind_address"
+    return Service(
+        name,
+        "unix",
+        "-",
+        "-",
+        "n",
+        "-",
+        "-",
+        "smtp",
+        (
+            f"{bind}={transport.address}",
+            f"smtp_helo_name={transport.helo}",
+            f"syslog_name=postfix/{name}",
+        ),
+    )
+
+
 def master_services(policy: Policy, host: HostSettings) -> list[Service]:
-    services = [
-        Service(str(port) if port != 25 else "smtp", "inet", "n", "-", "n", "-", "-", "smtpd")
-        for port in host.smtpd_ports
-    ]
+    services = [_smtpd(str(port) if port != 25 else "smtp") for port in host.smtpd_ports]
     if host.submission_port is not None:
         name = "submission" if host.submission_port == 587 else str(host.submission_port)
         services.append(
-            Service(
+            _smtpd(
                 name,
-                "inet",
-                "n",
-                "-",
-                "n",
-                "-",
-                "-",
-                "smtpd",
                 (
                     "syslog_name=postfix/submission",
                     "smtpd_tls_security_level=encrypt",
@@ -493,15 +507,8 @@ def master_services(policy: Policy, host: HostSettings) -> list[Service]:
     if host.submissions_port is not None:
         name = "submissions" if host.submissions_port == 465 else str(host.submissions_port)
         services.append(
-            Service(
+            _smtpd(
                 name,
-                "inet",
-                "n",
-                "-",
-                "n",
-                "-",
-                "-",
-                "smtpd",
                 (
                     "syslog_name=postfix/submissions",
                     "smtpd_tls_wrappermode=yes",
@@ -512,48 +519,11 @@ def master_services(policy: Policy, host: HostSettings) -> list[Service]:
     services += _BASE_SERVICES
     for pool_name in sorted(policy.ip_pools):
         for transport in pool_transports(pool_name, policy.ip_pools[pool_name]):
-            bind = "smtp_bind_address6" if transport.ipv6 else "smtp_bind_address"
-            services.append(
-                Service(
-                    transport.name,
-                    "unix",
-                    "-",
-                    "-",
-                    "n",
-                    "-",
-                    "-",
-                    "smtp",
-                    (
-                        f"{bind}={transport.address}",
-                        f"smtp_helo_name={transport.helo}",
-                        f"syslog_name=postfix/{transport.name}",
-                    ),
-                )
-            )
-    list_pools = low_priority_pools(policy)
-    for pool_name in list_pools:
-        active = active_transports(policy, pool_name)
-        if not active:
-            continue
-        first = active[0]
-        bind = "smtp_bind_address6" if first.ipv6 else "smtp_bind_address"
-        services.append(
-            Service(
-                list_transport_name(pool_name),
-                "unix",
-                "-",
-                "-",
-                "n",
-                "-",
-                "-",
-                "smtp",
-                (
-                    f"{bind}={first.address}",
-                    f"smtp_helo_name={first.helo}",
-                    f"syslog_name=postfix/{list_transport_name(pool_name)}",
-                ),
-            )
-        )
+            services.append(_smtp(transport.name, transport))
+    for pool_name in low_priority_pools(policy):
+        # low_priority_pools only names pools that have an active address
+        first = active_transports(policy, pool_name)[0]
+        services.append(_smtp(list_transport_name(pool_name), first))
     return services
 
 
