@@ -23,25 +23,38 @@ BUCKETS = 60
 @dataclass(slots=True)
 class Window:
     bucket_seconds: int
-    buckets: deque[list[int]] = field(default_factory=deque)
-    """[bucket number, count] pairs, oldest first."""
+    buckets: list[int] = field(default_factory=list)
+    """Bucket number, count, bucket number, count ...: oldest first, flat, because a
+    window is kept for every active sender (a deque costs 600 bytes even empty)."""
     total: int = 0
 
     def expire(self, now: float, window: int) -> None:
+        buckets = self.buckets
+        if not buckets:
+            return
         current = int(now) // self.bucket_seconds
         # one bucket more than the window spans: a count leaves late, never early
         spanned = (window + self.bucket_seconds - 1) // self.bucket_seconds
         oldest_kept = current - spanned - 1
-        while self.buckets and self.buckets[0][0] <= oldest_kept:
-            self.total -= self.buckets.popleft()[1]
+        if buckets[0] > oldest_kept:
+            return
+        keep = 0
+        while keep < len(buckets) and buckets[keep] <= oldest_kept:
+            self.total -= buckets[keep + 1]
+            keep += 2
+        del buckets[:keep]
 
     def add(self, now: float, weight: int) -> None:
         current = int(now) // self.bucket_seconds
-        if self.buckets and self.buckets[-1][0] == current:
-            self.buckets[-1][1] += weight
+        buckets = self.buckets
+        if buckets and buckets[-2] == current:
+            buckets[-1] += weight
         else:
-            self.buckets.append([current, weight])
+            buckets += (current, weight)
         self.total += weight
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return list(zip(self.buckets[::2], self.buckets[1::2], strict=True))
 
 
 def bucket_seconds(window: int) -> int:
@@ -112,7 +125,7 @@ class Counters:
         old_windows = [
             key
             for key, window in self.windows.items()
-            if not window.buckets or window.buckets[-1][0] * window.bucket_seconds < horizon
+            if not window.buckets or window.buckets[-2] * window.bucket_seconds < horizon
         ]
         for key in old_windows:
             del self.windows[key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from postwarden.policyd.pools import PoolRuntime
 from postwarden.policyd.server import PolicyServer
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
-from postwarden.policyd.stores import LocalStore, Store
+from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.usage import UsageLog
 from postwarden.policyd.view import PolicyView, compile_view
 
@@ -63,6 +64,14 @@ def load(settings: PolicydSettings) -> LoadedPolicy:
 
 def load_view(settings: PolicydSettings) -> PolicyView:
     return compile_view(load(settings).policy, settings.mynetworks)
+
+
+def settle_memory() -> None:
+    """Move what is loaded now (the policy, its lookups) out of the cyclic collector's
+    sight: with a large policy, every full collection would walk it again and stall
+    replies for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
 
 
 def sd_notify(message: str) -> None:
@@ -182,6 +191,7 @@ class Daemon:
         self.engine.view = compile_view(loaded.policy, self.settings.mynetworks)
         self.dispatcher.policy = loaded.policy
         self.pools = PoolRuntime(loaded.policy, loaded.policy.server.hostname, self.pools.overrides)
+        settle_memory()
         log.info("reloaded the policy from %s", self.settings.policy)
 
     def sending_addresses(self) -> list[str]:
@@ -219,11 +229,14 @@ class Daemon:
     async def flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
-            await asyncio.to_thread(self.usage.flush)
+            # in slices on the loop: see LocalStore for why not in a thread
+            while self.usage.flush(limit=WRITE_SLICE) == WRITE_SLICE:
+                await asyncio.sleep(0)
 
 
 async def serve(settings: PolicydSettings) -> None:
     daemon = Daemon.start(settings)
+    settle_memory()
     server = PolicyServer(daemon.decide, daemon.decide_now)
     for address in settings.listen:
         await server.listen(address)

@@ -42,10 +42,15 @@ class CounterFile:
             elif kind == "ban":
                 counters.bans[key.removeprefix("ban:")] = float(data)
 
-    def snapshot(self, counters: Counters) -> tuple[list[tuple[str, str, str]], list[str]]:
-        """What changed since the last snapshot, as rows to write and keys to delete.
-        Cheap, and done where the counters live; the writing can happen elsewhere."""
-        dirty, counters.dirty = counters.dirty, set()
+    def snapshot(
+        self, counters: Counters, limit: int | None = None
+    ) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """What changed since the last snapshot (at most ``limit`` keys of it), as rows
+        to write and keys to delete."""
+        if limit is None or len(counters.dirty) <= limit:
+            dirty, counters.dirty = counters.dirty, set()
+        else:
+            dirty = {counters.dirty.pop() for _ in range(limit)}
         rows, gone = [], []
         for key in dirty:
             if key.startswith("ban:"):
@@ -56,7 +61,7 @@ class CounterFile:
                     gone.append(key)
             elif key in counters.windows:
                 window = counters.windows[key]
-                buckets = ";".join(f"{number}:{count}" for number, count in window.buckets)
+                buckets = ";".join(f"{number}:{count}" for number, count in window.pairs())
                 rows.append((key, "window", f"{window.bucket_seconds}|{window.total}|{buckets}"))
             elif key in counters.sizes:
                 sizes = ";".join(f"{moment!r}:{size}" for moment, size in counters.sizes[key])
@@ -86,5 +91,9 @@ class CounterFile:
 
 def _window(data: str) -> Window:
     bucket, total, buckets = data.split("|", 2)
-    pairs = (item.partition(":") for item in buckets.split(";") if item)
-    return Window(int(bucket), deque([int(n), int(c)] for n, _, c in pairs), int(total))
+    flat: list[int] = []
+    for item in buckets.split(";"):
+        if item:
+            number, _, count = item.partition(":")
+            flat += (int(number), int(count))
+    return Window(int(bucket), flat, int(total))

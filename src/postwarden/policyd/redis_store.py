@@ -10,14 +10,13 @@ single address), not as a cluster: the keys of one decision are not in one slot.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from postwarden.policyd.counters import bucket_seconds
 from postwarden.policyd.decide import Add, Ban, BanCheck, Op, Result, SimilarSizes, Take
+from postwarden.policyd.resp import RespClient, RespError
 from postwarden.policyd.stores import StoreUnavailable
 
 log = logging.getLogger("postwarden.policyd")
@@ -155,20 +154,21 @@ def decode(ops: list[Op], raw: list[Any]) -> list[Result]:
 
 class RedisStore:
     def __init__(self, url: str) -> None:
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=TIMEOUT,
-            socket_connect_timeout=TIMEOUT,
-            retry_on_timeout=False,
-        )
-        self.script = self.client.register_script(SCRIPT)
+        self.client = RespClient(url, timeout=TIMEOUT)
+        self.sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
 
     async def run(self, ops: list[Op]) -> list[Result]:
+        arguments = encode(ops)
         try:
-            raw = await self.script(keys=[], args=encode(ops))
-        except (RedisError, OSError) as error:
+            try:
+                raw = await self.client.call("EVALSHA", self.sha, 0, *arguments)
+            except RespError as error:
+                if not str(error).startswith("NOSCRIPT"):
+                    raise
+                raw = await self.client.call("EVAL", SCRIPT, 0, *arguments)
+        except (RespError, OSError, ConnectionError, TimeoutError) as error:
             raise StoreUnavailable(f"redis: {error}") from None
         return decode(ops, list(raw))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()

@@ -14,6 +14,8 @@ from postwarden.policyd.decide import Op, Result
 from postwarden.policyd.persist import CounterFile
 
 log = logging.getLogger("postwarden.policyd")
+WRITE_SLICE = 200
+"""Rows written at a time between requests: well under a millisecond of the loop's time."""
 
 
 class StoreUnavailable(Exception):
@@ -62,12 +64,14 @@ class LocalStore:
             sweeps += 1
             if sweeps % 60 == 0:
                 self.counters.sweep(self.clock(), self.longest_window)
-            if self.file is not None and self.counters.dirty:
-                rows, gone = self.file.snapshot(self.counters)
-                try:
-                    await asyncio.to_thread(self.file.write, rows, gone)
-                except sqlite3.Error as error:
-                    log.error("cannot write counters to disk: %s", error)
+            # on the loop in small slices, not in a thread: sqlite3 hands the GIL back
+            # and forth for every row, which costs the loop more than the writes do
+            try:
+                while self.file is not None and self.counters.dirty:
+                    self.file.write(*self.file.snapshot(self.counters, WRITE_SLICE))
+                    await asyncio.sleep(0)
+            except sqlite3.Error as error:
+                log.error("cannot write counters to disk: %s", error)
 
     def flush(self) -> None:
         if self.file is not None and self.counters.dirty:

@@ -60,8 +60,12 @@ class UsageLog:
             )
         )
 
-    def flush(self) -> int:
-        rows, self._pending = self._pending, []
+    def flush(self, limit: int | None = None) -> int:
+        """Write pending rows (at most ``limit``); return how many were written."""
+        if limit is None or len(self._pending) <= limit:
+            rows, self._pending = self._pending, []
+        else:
+            rows, self._pending = self._pending[:limit], self._pending[limit:]
         try:
             if rows:
                 with self.db:
