@@ -160,3 +160,22 @@ def test_a_reopened_log_appends(path: Path, clock: Clock) -> None:
     second.add(BOB)
     second.close()
     assert len(rows(path)) == 2
+
+
+def test_the_write_ahead_log_is_checkpointed_off_the_loop(tmp_path: Path) -> None:
+    from postwarden.policyd.sqlite_files import checkpoint
+
+    path = str(tmp_path / "usage.sqlite")
+    log = UsageLog(path, retention=3600)
+    for number in range(300):
+        log.add(
+            UsageRow(f"u{number}@example.com", "s@example.com", 1, 100, "192.0.2.1", None, "DUNNO")
+        )
+    log.flush()
+    wal = tmp_path / "usage.sqlite-wal"
+    assert wal.stat().st_size > 0, "rows wait in the log: no checkpoint on commit"
+    checkpoint(path)
+    fresh = sqlite3.connect(path)
+    assert fresh.execute("SELECT COUNT(*) FROM usage").fetchone() == (300,)
+    fresh.close()
+    log.close()

@@ -26,6 +26,7 @@ from postwarden.policyd.pools import PoolRuntime
 from postwarden.policyd.server import PolicyServer
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
+from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.usage import UsageLog
 from postwarden.policyd.view import PolicyView, compile_view
@@ -219,6 +220,11 @@ class Daemon:
                 log.exception("blocklist check failed")
             await asyncio.sleep(self.settings.dnsbl_interval)
 
+    def sqlite_files(self) -> list[str]:
+        store = self.engine.store
+        counters = store.file.path if isinstance(store, LocalStore) and store.file else None
+        return [path for path in (counters, self.usage.path) if path]
+
     def transport_for(self, sender: str) -> str | None:
         # through the daemon, not a bound method: a reload replaces self.pools
         return self.pools.lookup(sender)
@@ -258,6 +264,7 @@ async def serve(settings: PolicydSettings) -> None:
         asyncio.create_task(daemon.dispatcher.run()),
         asyncio.create_task(daemon.flush_forever()),
         asyncio.create_task(daemon.watch_blocklists()),
+        asyncio.create_task(checkpoint_forever(daemon.sqlite_files())),
     ]
 
     stop = asyncio.Event()

@@ -7,11 +7,10 @@ count; a crash loses at most the last interval of counts.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import deque
-from pathlib import Path
 
 from postwarden.policyd.counters import Counters, Window
+from postwarden.policyd.sqlite_files import open_for_loop
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -24,10 +23,8 @@ CREATE TABLE IF NOT EXISTS counters (
 
 class CounterFile:
     def __init__(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.path = path
+        self.db = open_for_loop(path)
         self.db.execute(SCHEMA)
 
     def load(self, counters: Counters) -> None:

@@ -10,9 +10,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from postwarden.policyd.decide import UsageRow
+from postwarden.policyd.sqlite_files import open_for_loop
 
 log = logging.getLogger("postwarden.policyd")
 
@@ -35,11 +35,8 @@ PURGE_EVERY = 3600.0
 
 class UsageLog:
     def __init__(self, path: str, retention: int, clock: Callable[[], float] = time.time) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # a crash may lose the last second of rows, never corrupt the file
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.path = path
+        self.db = open_for_loop(path)
         self.db.executescript(SCHEMA)
         self.retention = retention
         self.clock = clock
