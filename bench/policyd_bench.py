@@ -61,6 +61,7 @@ from typing import Any
 
 from bench.policyd_report import (
     BARE,
+    BARE_STANDARD,
     LABELS,
     POSTFWD,
     RATE_LIMIT,
@@ -379,6 +380,7 @@ def make_servers(
         RateLimitServer(*place(RATE_LIMIT), python=rate_limit_python),
         PostfwdServer(*place(POSTFWD)),
         BareServer(*place(BARE), uvloop=postwarden_uses_uvloop(hide)),
+        BareServer(*place(BARE_STANDARD), uvloop=False),
     ]
 
 
