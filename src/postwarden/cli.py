@@ -27,6 +27,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(version("postwarden"))
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print postwarden's version.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Validate a mail policy and provision the mail servers it describes."""
+
+
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
@@ -209,6 +229,9 @@ def policyd_command(
     log_file: Annotated[
         str | None, typer.Option("--log-file", help="Log here instead of standard error.")
     ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Read the settings and the policy, then exit.")
+    ] = False,
 ) -> None:
     """Run postwarden-policyd, Postfix's policy service."""
     from postwarden.policy.settings_file import load_settings_file
@@ -238,6 +261,9 @@ def policyd_command(
     except PolicyInvalid as invalid:
         _report_invalid(settings.policy, invalid.problems, OutputFormat.text)
         raise typer.Exit(1) from None
+    if check:
+        typer.echo(f"{settings_file or settings.policy}: ok")
+        return
     run(settings)
 
 

@@ -7,6 +7,8 @@ never the users' password hashes: the daemon has no use for them.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import yaml
 
 from postwarden.policy.models import Policy
@@ -46,8 +48,16 @@ def render_policyd(
     dump = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
     values = named_secrets(secrets)
     secret_values = yaml.safe_dump(values, sort_keys=True) if values else ""
+    # a Redis password in the URL makes the settings a secret
+    private = bool(settings.redis_url and urlsplit(settings.redis_url).password)
     return [
-        RenderedFile(SETTINGS_PATH, header(source) + dump, "postwarden-policyd"),
+        RenderedFile(
+            SETTINGS_PATH,
+            header(source) + dump,
+            "postwarden-policyd",
+            mode=0o640 if private else 0o644,
+            group=DAEMON_GROUP if private else "root",
+        ),
         RenderedFile(settings.policy, header(source) + policy_text, "postwarden-policyd"),
         RenderedFile(
             settings.secrets,

@@ -1,0 +1,57 @@
+"""Two MTAs sharing postwarden-policyd's counters and bans through Redis.
+
+Run by `molecule verify` with testinfra on both MTAs; the SMTP probe runs on each.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import testinfra
+
+ALICE = ("alice@example.com", "Tulip-Harbor-Quartz-17")
+MTAS = ("postwarden-mx1", "postwarden-mx2")
+
+
+@pytest.fixture(scope="module")
+def mtas() -> list[Any]:
+    return [testinfra.get_host(f"podman://{name}") for name in MTAS]
+
+
+def probe(host: Any, *args: str) -> list[list[Any]]:
+    result = host.run(" ".join(["smtp_probe", *(f"'{a}'" for a in args)]))
+    assert result.rc == 0, result.stderr
+    answers: list[list[Any]] = json.loads(result.stdout)["answers"]
+    return answers
+
+
+def test_each_daemon_uses_the_shared_store(host: Any) -> None:
+    assert host.service("postwarden-policyd").is_running
+    settings = host.file("/etc/postwarden/policyd.yml")
+    assert "store: redis" in settings.content_string
+    # the URL carries Redis's password: the settings are not for everyone
+    assert settings.mode == 0o640
+
+
+def test_a_user_is_throttled_at_the_count_of_both_mtas(mtas: list[Any]) -> None:
+    first, second = mtas
+    on_first = probe(first, "submit", *ALICE, ALICE[0], "bob@example.org", "--count", "100")
+    on_second = probe(second, "submit", *ALICE, ALICE[0], "bob@example.org", "--count", "100")
+    assert [code for code, _ in on_first + on_second] == [250] * 200
+    ((code, text),) = probe(first, "submit", *ALICE, ALICE[0], "bob@example.org")
+    assert code == 450
+    assert "sending limit reached: messages 200/h (staff)" in text
+    ((code, _),) = probe(second, "submit", *ALICE, ALICE[0], "bob@example.org")
+    assert code == 450
+
+
+def test_a_harvester_banned_on_one_mta_is_refused_by_the_other(mtas: list[Any]) -> None:
+    first, second = mtas
+    harvester = "127.0.0.20"
+    codes = [code for code, _ in probe(first, "harvest", harvester, "10")]
+    assert codes == [550] * 9 + [554]
+    ((code, text),) = probe(second, "harvest", harvester, "1")
+    assert code == 554
+    assert "banned" in text

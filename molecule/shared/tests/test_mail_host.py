@@ -1,0 +1,187 @@
+"""The deployed all-in-one host, seen from outside Ansible: services, ports, the
+configuration Postfix reports, and real SMTP sessions that prove the example policy.
+
+Run by `molecule verify` with testinfra on the throwaway host (podman://NAME); the
+SMTP probe (molecule/shared/smtp_probe.py) runs on the host, from loopback
+addresses outside its mynetworks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+PASSWORDS = {
+    "alice@example.com": "Tulip-Harbor-Quartz-17",
+    "bob@example.org": "Maple-Ridge-Lantern-42",
+}
+SERVICES = [
+    "postfix",
+    "dovecot",
+    "rspamd",
+    "fail2ban",
+    "postwarden-policyd",
+    "prometheus",
+    "prometheus-alertmanager",
+]
+
+
+def probe(host: Any, *args: str) -> list[list[Any]]:
+    command = " ".join(["smtp_probe", *(f"'{a}'" for a in args)])
+    result = host.run(command)
+    assert result.rc == 0, result.stderr
+    answers: list[list[Any]] = json.loads(result.stdout)["answers"]
+    return answers
+
+
+ACCEPTED: dict[str, int] = {}
+"""Messages each login had accepted in this run: the throttle counts them all."""
+
+
+def submit(host: Any, login: str, recipient: str, *extra: str, sender: str = "") -> list[Any]:
+    answers = probe(host, "submit", login, PASSWORDS[login], sender or login, recipient, *extra)
+    ACCEPTED[login] = ACCEPTED.get(login, 0) + sum(1 for code, _ in answers if code == 250)
+    return answers
+
+
+def held(host: Any) -> list[dict[str, Any]]:
+    lines = host.check_output("postqueue -j").splitlines()
+    return [e for e in map(json.loads, filter(None, lines)) if e["queue_name"] == "hold"]
+
+
+def wait_for(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_runs_and_starts_at_boot(host: Any, service: str) -> None:
+    unit = host.service(service)
+    assert unit.is_running
+    assert unit.is_enabled
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "tcp://0.0.0.0:25",
+        "tcp://0.0.0.0:587",
+        "tcp://0.0.0.0:465",
+        "tcp://127.0.0.1:10040",
+        "tcp://127.0.0.1:10046",
+        "tcp://127.0.0.1:9466",
+        "tcp://127.0.0.1:11332",
+    ],
+)
+def test_listens(host: Any, address: str) -> None:
+    assert wait_for(lambda: host.socket(address).is_listening, timeout=30)
+
+
+def test_postfix_runs_the_policy(host: Any) -> None:
+    assert host.check_output("postconf -h message_size_limit") == "52428800"
+    assert "check_policy_service inet:127.0.0.1:10040" in host.check_output(
+        "postconf -h smtpd_recipient_restrictions"
+    )
+    submission = host.check_output("postconf -P 'submission/inet/smtpd_sender_restrictions'")
+    assert submission.endswith("= $pw_submission_sender_restrictions")
+    restrictions = host.check_output("postconf -h pw_submission_sender_restrictions")
+    assert "reject_authenticated_sender_login_mismatch" in restrictions
+
+
+def test_the_daemon_runs_unprivileged_and_confined(host: Any) -> None:
+    shown = host.check_output(
+        "systemctl show postwarden-policyd -p User -p NoNewPrivileges -p ProtectSystem"
+    )
+    assert set(shown.splitlines()) == {
+        "User=postwarden",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "group"),
+    [
+        ("/etc/dovecot/postwarden/passwords", 0o640, "dovecot"),
+        ("/etc/postwarden/secrets.yml", 0o640, "postwarden"),
+        ("/etc/prometheus/alertmanager.yml", 0o640, "prometheus"),
+    ],
+)
+def test_secrets_are_not_world_readable(host: Any, path: str, mode: int, group: str) -> None:
+    secret = host.file(path)
+    assert secret.mode == mode
+    assert secret.group == group
+
+
+def test_a_dkim_key_was_made_and_its_record_kept(host: Any) -> None:
+    key = host.file("/var/lib/rspamd/dkim/example.com.s2026.key")
+    assert key.user == "_rspamd"
+    assert key.mode == 0o600
+    assert "v=DKIM1" in host.file("/var/lib/rspamd/dkim/example.com.s2026.key.dns").content_string
+
+
+def test_a_broken_config_never_replaces_the_live_one(host: Any) -> None:
+    live = host.file("/etc/postfix/main.cf").md5sum
+    host.run_expect(
+        [0], "sed 's/^message_size_limit/mesage_size_limit/' /etc/postfix/main.cf > /tmp/broken.cf"
+    )
+    checked = host.run(
+        "/usr/local/libexec/postwarden/check-config postfix /etc/postfix/main.cf /tmp/broken.cf"
+    )
+    assert checked.rc != 0
+    assert "mesage_size_limit" in checked.stderr
+    assert host.file("/etc/postfix/main.cf").md5sum == live
+    assert host.service("postfix").is_running
+
+
+def test_alice_cannot_send_as_bob(host: Any) -> None:
+    ((code, text),) = submit(
+        host, "alice@example.com", "someone@remote.test", sender="bob@example.org"
+    )
+    assert code == 553
+    assert "not owned by user alice@example.com" in text
+
+
+def test_alice_sends_as_her_alias(host: Any) -> None:
+    ((code, _),) = submit(host, "alice@example.com", "bob@example.org", sender="info@example.com")
+    assert code == 250
+
+
+def test_outbound_gtube_is_rejected(host: Any) -> None:
+    ((code, text),) = submit(host, "bob@example.org", "someone@remote.test", "--gtube")
+    assert code == 554
+    assert text.startswith("5.7.1")
+    assert "gtube" in text.lower()
+
+
+def test_a_non_moderators_list_post_is_held(host: Any) -> None:
+    before = {e["queue_id"] for e in held(host)}
+    ((code, _),) = submit(host, "bob@example.org", "all-staff@example.com")
+    assert code == 250
+    new = wait_for(lambda: [e for e in held(host) if e["queue_id"] not in before], timeout=30)
+    assert [e["sender"] for e in new] == ["bob@example.org"]
+
+
+def test_a_recipient_harvester_is_banned_in_nftables(host: Any) -> None:
+    harvester = "127.0.0.20"
+    answers = probe(host, "harvest", harvester, "10")
+    codes = [code for code, _ in answers]
+    # the 10th unknown recipient (abuse.bad_smtp_sessions.invalid_recipients) bans
+    assert codes == [550] * 9 + [554]
+    assert wait_for(lambda: harvester in host.check_output("nft list ruleset"), timeout=60)
+
+
+def test_the_201st_message_in_the_hour_is_deferred(host: Any) -> None:
+    login = "alice@example.com"
+    earlier = ACCEPTED.get(login, 0)
+    answers = submit(host, login, "bob@example.org", "--count", str(201 - earlier))
+    codes = [code for code, _ in answers]
+    assert codes == [250] * (200 - earlier) + [450]
+    assert "sending limit reached: messages 200/h (staff)" in answers[-1][1]

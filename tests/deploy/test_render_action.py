@@ -1,0 +1,172 @@
+"""The Ansible side of rendering: postwarden.deploy (what the roles are handed) and the
+collection's action plugin postwarden.mail.render, run by a real ansible-playbook on
+this machine (connection local, nothing deployed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postwarden.deploy import (
+    CHECKER,
+    DeployInvalid,
+    DeployRequest,
+    host_settings_from_vars,
+    render_for_deploy,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "inventories" / "example"
+PLAYBOOK = """
+- name: Render
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Render the files
+      postwarden.mail.render:
+        policy: "{{ policy }}"
+        host_settings: "{{ settings | default({}) }}"
+        services: "{{ services | default([]) }}"
+      register: rendered
+    - name: Show what was rendered
+      ansible.builtin.debug:
+        msg: >-
+          PATHS {{ (rendered.files + rendered.secret_files)
+          | map(attribute='path') | join(' ') }} END
+"""
+
+
+def request(policy: Path = EXAMPLE / "policy.yml", **settings: object) -> DeployRequest:
+    return DeployRequest(policy, None, None, settings, ())
+
+
+def test_files_are_split_into_public_and_secret() -> None:
+    rendered = render_for_deploy(request(), "mail")
+    public = {f["path"] for f in rendered["files"]}
+    secret = {f["path"]: f for f in rendered["secret_files"]}
+    assert "/etc/postfix/main.cf" in public
+    assert set(secret) == {
+        "/etc/dovecot/postwarden/passwords",
+        "/etc/postwarden/secrets.yml",
+        "/etc/prometheus/alertmanager.yml",
+    }
+    assert secret["/etc/dovecot/postwarden/passwords"]["mode"] == "0640"
+    assert secret["/etc/dovecot/postwarden/passwords"]["group"] == "dovecot"
+    assert not public & set(secret)
+
+
+def test_every_file_is_checked_with_its_service_before_it_replaces_the_live_one() -> None:
+    rendered = render_for_deploy(request(), "mail")
+    by_path = {f["path"]: f for f in rendered["files"] + rendered["secret_files"]}
+    assert by_path["/etc/postfix/main.cf"]["validate"] == (
+        f"{CHECKER} postfix /etc/postfix/main.cf %s"
+    )
+    assert by_path["/etc/postfix/postwarden/aliases"]["validate"].endswith(" %s postalias")
+    assert by_path["/etc/fail2ban/jail.d/postwarden.local"]["validate"].startswith(
+        f"{CHECKER} fail2ban "
+    )
+    assert all(f["validate"].count("%s") == 1 for f in by_path.values())
+
+
+def test_only_the_services_asked_for() -> None:
+    only = DeployRequest(EXAMPLE / "policy.yml", None, None, {}, ("postfix",))
+    rendered = render_for_deploy(only, "mail")
+    assert {f["service"] for f in rendered["files"] + rendered["secret_files"]} == {"postfix"}
+    assert {t["path"] for t in rendered["tables"]} >= {"/etc/postfix/postwarden/virtual_domains"}
+    assert "/etc/postfix/postwarden" in rendered["directories"]
+
+
+def test_host_facts_follow_the_policy_and_the_host() -> None:
+    facts = render_for_deploy(request(mail_root="/srv/mail"), "mail")["facts"]
+    assert facts["tls_cert"] == "/etc/ssl/postwarden/mail.example.com.crt"
+    assert facts["dkim_keys"] == [
+        {
+            "domain": "example.com",
+            "selector": "s2026",
+            "path": "/var/lib/rspamd/dkim/example.com.s2026.key",
+        }
+    ]
+    assert facts["mail_root"] == "/srv/mail"
+
+
+def test_a_misspelled_host_setting_names_the_variable_and_the_fix() -> None:
+    with pytest.raises(DeployInvalid) as invalid:
+        host_settings_from_vars({"relayhots": "[127.0.0.1]:2525"}, "mail1")
+    (line,) = invalid.value.lines
+    assert line.startswith("mail1: postwarden_host_settings.relayhots: ")
+    assert "did you mean 'relayhost'" in line
+
+
+def test_an_unknown_service_is_refused() -> None:
+    with pytest.raises(DeployInvalid, match="unknown service postfx"):
+        render_for_deploy(DeployRequest(EXAMPLE / "policy.yml", None, None, {}, ("postfx",)), "m")
+
+
+# ------------------------------------------------------------ the action plugin
+
+
+def ansible_playbook(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(PLAYBOOK)
+    command = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    assert command, "ansible-playbook is not installed beside this Python"
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+    }
+    return subprocess.run(
+        [command, "-i", "mail.example.com,", "-c", "local", str(playbook), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_action_hands_the_host_its_files_without_showing_secrets(tmp_path: Path) -> None:
+    result = ansible_playbook(tmp_path, "-v", "-e", f"policy={EXAMPLE / 'policy.yml'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = next(line for line in result.stdout.splitlines() if "PATHS " in line)
+    paths = shown.split("PATHS ", 1)[1].split(" END", 1)[0].split()
+    assert "/etc/postfix/main.cf" in paths
+    assert "/etc/dovecot/postwarden/passwords" in paths
+    # the render result holds password hashes and tokens: even -v must not print them
+    assert "$argon2id$" not in result.stdout + result.stderr
+    assert "censored" in result.stdout
+
+
+def test_a_bad_policy_fails_the_play_with_positions(tmp_path: Path) -> None:
+    broken = tmp_path / "policy.yml"
+    text = (EXAMPLE / "policy.yml").read_text().replace("throttle: staff", "throttle: staf", 1)
+    broken.write_text(text)
+    shutil.copy(EXAMPLE / "secrets.yml", tmp_path / "secrets.yml")
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "throttle: staf" in row)
+    result = ansible_playbook(tmp_path, "-e", f"policy={broken}")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert (
+        f"{broken}:{line}:15: users.alice@example.com.throttle: unknown throttle 'staf'" in output
+    )
+    assert "PATHS" not in output
+
+
+def test_a_bad_host_setting_fails_the_play(tmp_path: Path) -> None:
+    result = ansible_playbook(
+        tmp_path,
+        "-e",
+        f"policy={EXAMPLE / 'policy.yml'}",
+        "-e",
+        '{"settings": {"policyd_store": "memcached"}}',
+    )
+    assert result.returncode != 0
+    assert "postwarden_host_settings.policyd_store" in result.stdout + result.stderr
