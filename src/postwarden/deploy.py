@@ -7,6 +7,7 @@ this module, so that everything it decides is tested without Ansible.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -152,3 +153,21 @@ def render_for_deploy(request: DeployRequest, host: str) -> dict[str, Any]:
     tree = render(loaded, settings)
     services = request.services or SERVICES
     return deployment(loaded, settings, tree, services)
+
+
+def build_id() -> str:
+    """The version and a digest of the package's files: a host runs the daemon built
+    from exactly the code on the controller, also between two releases."""
+    from importlib.metadata import version
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".j2", ".txt", ".json", ".typed"}:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return f"{version('postwarden')}-{digest.hexdigest()[:16]}"
+
+
+if __name__ == "__main__":
+    print(build_id())

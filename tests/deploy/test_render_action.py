@@ -170,3 +170,20 @@ def test_a_bad_host_setting_fails_the_play(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "postwarden_host_settings.policyd_store" in result.stdout + result.stderr
+
+
+def test_the_build_id_changes_with_the_code(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    from postwarden import deploy
+
+    first = deploy.build_id()
+    assert first.startswith(f"{version('postwarden')}-")
+    package = Path(deploy.__file__).parent
+    added = package / "zz_build_probe.py"
+    try:
+        added.write_text("# a change to the code\n")
+        assert deploy.build_id() != first
+    finally:
+        added.unlink()
+    assert deploy.build_id() == first
