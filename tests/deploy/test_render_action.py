@@ -187,3 +187,26 @@ def test_the_build_id_changes_with_the_code(tmp_path: Path) -> None:
     finally:
         added.unlink()
     assert deploy.build_id() == first
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("0.0.0.0/0", "an open relay"),
+        ("[::]/0", "an open relay"),
+        ("10.0.0.0/33", "is not a network"),
+        ("localhost", "is not a network"),
+        ("2001:db8::/32", "in brackets (write [2001:db8::]/32)"),
+    ],
+)
+def test_mynetworks_must_be_networks_that_do_not_open_the_relay(entry: str, message: str) -> None:
+    with pytest.raises(DeployInvalid) as invalid:
+        host_settings_from_vars({"mynetworks": ["127.0.0.0/8", entry]}, "mail1")
+    (line,) = invalid.value.lines
+    assert line.startswith("mail1: postwarden_host_settings.mynetworks[1]: ")
+    assert message in line
+
+
+def test_mynetworks_in_postfix_notation_are_accepted() -> None:
+    settings = host_settings_from_vars({"mynetworks": ["192.0.2.0/24", "[2001:db8::]/32"]}, "m")
+    assert settings.mynetworks == ["192.0.2.0/24", "[2001:db8::]/32"]

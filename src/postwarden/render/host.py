@@ -6,21 +6,45 @@ FILE`; the defaults suit an all-in-one host.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from postwarden.policy.models.base import PolicyModel
-from postwarden.policy.units import Duration, Hostname, Seconds
+from postwarden.policy.units import Duration, Hostname, Seconds, invalid
 
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "[::1]/128")
+
+
+def _relaying_network(entry: str) -> str:
+    """One of Postfix's mynetworks, in its notation: 192.0.2.0/24 or [2001:db8::]/32."""
+    try:
+        network = ipaddress.ip_network(entry.replace("[", "").replace("]", ""), strict=False)
+    except ValueError:
+        raise invalid(
+            "network", f"{entry!r} is not a network", "write 192.0.2.0/24, or [2001:db8::]/32"
+        ) from None
+    if network.version == 6 and not entry.startswith("["):
+        bracketed = f"[{network.network_address}]/{network.prefixlen}"
+        raise invalid("network", "Postfix wants IPv6 networks in brackets", f"write {bracketed}")
+    if network.prefixlen == 0:
+        raise invalid(
+            "network",
+            f"{entry!r} lets every client on the Internet relay: an open relay",
+            "list only the host itself and the networks of its own applications",
+        )
+    return entry
+
+
+RelayingNetwork = Annotated[str, AfterValidator(_relaying_network)]
 
 
 class HostSettings(PolicyModel):
     name: Hostname | None = None
     """The host's own name; defaults to server.hostname."""
-    mynetworks: list[str] = Field(default_factory=lambda: list(LOOPBACK_NETWORKS))
+    mynetworks: list[RelayingNetwork] = Field(default_factory=lambda: list(LOOPBACK_NETWORKS))
     """Clients that may relay without logging in: keep this to the host itself."""
     relayhost: str | None = None
     """Send all outbound mail through this relay, e.g. '[127.0.0.1]:2525' in a lab."""

@@ -1,6 +1,6 @@
-"""`ansible-playbook site.yml --check --diff` against the deployed host shows exactly
-what a policy change would change, and changes nothing; a broken policy stops the
-play before the host is touched.
+"""Ansible runs against the deployed host: `site.yml --check --diff` shows exactly what
+a policy change would change, and changes nothing; a broken policy stops the play
+before the host is touched; a file that fails its service's check never goes live.
 
 These run Ansible from the controller against the throwaway host, with a copy of the
 example policy that differs in one setting.
@@ -48,7 +48,9 @@ def inventory(tmp_path: Path, policy_text: str) -> Path:
     return path
 
 
-def playbook(hosts: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def playbook(
+    hosts: Path, *options: str, playbook_file: Path = ROOT / "site.yml"
+) -> subprocess.CompletedProcess[str]:
     command = Path(sys.executable).parent / "ansible-playbook"
     env = {
         **os.environ,
@@ -57,7 +59,7 @@ def playbook(hosts: Path, *options: str) -> subprocess.CompletedProcess[str]:
         "ANSIBLE_FORCE_COLOR": "0",
     }
     return subprocess.run(
-        [str(command), "-i", str(hosts), str(ROOT / "site.yml"), *options],
+        [str(command), "-i", str(hosts), str(playbook_file), *options],
         capture_output=True,
         text=True,
         env=env,
@@ -99,3 +101,40 @@ def test_a_broken_policy_stops_before_the_host_is_touched(host: Any, tmp_path: P
     assert "server.message_size_limit" in result.stdout + result.stderr
     assert "Install Postfix" not in result.stdout
     assert host.file("/etc/postfix/main.cf").md5sum == live
+
+
+FAIL2BAN_ONLY = """
+- name: The fail2ban role alone
+  hosts: mail
+  roles:
+    - role: postwarden_fail2ban
+"""
+
+
+def test_a_config_that_fails_its_check_never_replaces_the_live_one(
+    host: Any, tmp_path: Path
+) -> None:
+    jail = "/etc/fail2ban/jail.d/postwarden.local"
+    live = host.file(jail).md5sum
+    text = (EXAMPLE / "policy.yml").read_text()
+    changed = text.replace("ban_for: 1h", "ban_for: 2h")
+    assert changed != text
+    only_fail2ban = tmp_path / "fail2ban.yml"
+    only_fail2ban.write_text(FAIL2BAN_ONLY)
+    # a jail of someone else's that names a filter fail2ban does not have: every check
+    # of the whole configuration fails from now on, so the new jail must not go live
+    host.run_expect(
+        [0],
+        "printf '[broken]\\nenabled = true\\nfilter = no-such-filter\\n"
+        "logpath = /var/log/postfix.log\\n' > /etc/fail2ban/jail.d/zz-broken.local",
+    )
+    try:
+        result = playbook(inventory(tmp_path, changed), playbook_file=only_fail2ban)
+    finally:
+        host.run_expect([0], "rm -f /etc/fail2ban/jail.d/zz-broken.local")
+
+    assert result.returncode != 0
+    assert "failed to validate" in result.stdout
+    assert "no-such-filter" in result.stdout
+    assert host.file(jail).md5sum == live
+    assert host.service("fail2ban").is_running
