@@ -142,7 +142,6 @@ def deployment(
             "dkim_key_dir": DKIM_KEY_DIR,
             "mail_root": settings.mail_root,
             "vmail_user": VMAIL_USER,
-            "policyd_store": settings.policyd_store,
             "log_files": [POSTFIX_LOG, DOVECOT_LOG, POLICYD_LOG],
         },
     }

@@ -64,7 +64,7 @@ directories:
   returned: success
 facts:
   description: hostname, tls_cert, tls_key, dkim_keys, dkim_key_dir, mail_root, vmail_user,
-    policyd_store.
+    log_files.
   type: dict
   returned: success
 problems:
