@@ -123,6 +123,7 @@ def deployment(
     hostname = settings.name or loaded.policy.server.hostname
     cert, key = tls_paths(loaded.policy, hostname)
     return {
+        "warnings": [p.text() for p in loaded.warnings],
         "files": [_file_entry(f) for f in files if not f.secret],
         "secret_files": [_file_entry(f) for f in files if f.secret],
         "tables": [{"path": f.path, "command": f.postmap} for f in files if f.postmap],

@@ -32,6 +32,7 @@ PLAYBOOK = """
         policy: "{{ policy }}"
         host_settings: "{{ settings | default({}) }}"
         services: "{{ services | default([]) }}"
+        show_warnings: "{{ show_warnings | default(false) }}"
       register: rendered
     - name: Show what was rendered
       ansible.builtin.debug:
@@ -210,3 +211,13 @@ def test_mynetworks_must_be_networks_that_do_not_open_the_relay(entry: str, mess
 def test_mynetworks_in_postfix_notation_are_accepted() -> None:
     settings = host_settings_from_vars({"mynetworks": ["192.0.2.0/24", "[2001:db8::]/32"]}, "m")
     assert settings.mynetworks == ["192.0.2.0/24", "[2001:db8::]/32"]
+
+
+def test_the_policys_warnings_show_where_asked(tmp_path: Path) -> None:
+    e2e = ROOT / "tests" / "fixtures" / "e2e" / "policy.yml"
+    quiet = ansible_playbook(tmp_path, "-e", f"policy={e2e}")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    assert "is a loopback address" not in quiet.stdout + quiet.stderr
+    shown = ansible_playbook(tmp_path, "-e", f"policy={e2e}", "-e", "show_warnings=true")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "127.0.0.2 is a loopback address" in shown.stdout + shown.stderr

@@ -23,6 +23,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "vault_password_file": {"type": "path"},
     "host_settings": {"type": "dict", "default": {}},
     "services": {"type": "list", "elements": "str", "default": []},
+    "show_warnings": {"type": "bool", "default": False},
 }
 
 
@@ -65,6 +66,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "nothing was changed",
             )
             return result
+        warnings = rendered.pop("warnings")
+        if args["show_warnings"] and warnings:
+            result["warnings"] = warnings
         result.update(changed=False, **rendered)
         if rendered["secret_files"]:
             # the result carries password hashes and tokens: never print it

@@ -33,6 +33,11 @@ options:
     type: list
     elements: str
     default: []
+  show_warnings:
+    description: Show the policy's warnings (problems that do not stop it) as Ansible
+      warnings; site.yml does so once per host, in the play that validates.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
