@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from bench.loadgen import DOMAIN_COUNT, sender_address
+from tests.throwaway_redis import redis_server_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "out" / "peers"
@@ -225,19 +226,7 @@ class Server:
 @dataclass
 class RedisServer(Server):
     def command(self) -> list[str]:
-        return [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.directory),
-        ]
+        return redis_server_command(self.port, self.directory)
 
 
 @dataclass

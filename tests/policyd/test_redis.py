@@ -20,6 +20,7 @@ from postwarden.policyd.redis_store import RedisStore
 from postwarden.policyd.view import compile_view
 from tests.e2e.mailhost import wait_for_port
 from tests.policyd.test_daemon import Daemon, ask, connect, free_port, write_policy
+from tests.throwaway_redis import redis_server_command
 
 
 @dataclass
@@ -34,19 +35,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            redis_server_command(self.port, self.directory),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -14,6 +14,7 @@ import pytest
 from postwarden.policyd.resp import RespClient, RespError, encode, parse
 from tests.e2e.mailhost import wait_for_port
 from tests.policyd.test_daemon import free_port
+from tests.throwaway_redis import redis_server_command
 
 
 def test_encode() -> None:
@@ -50,21 +51,7 @@ def test_garbage_is_a_connection_error() -> None:
 def protected_redis(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            "s3cret",
-            "--dir",
-            str(tmp_path),
-        ],
+        redis_server_command(port, tmp_path, "--requirepass", "s3cret"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
