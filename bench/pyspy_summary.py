@@ -24,7 +24,10 @@ from pathlib import Path
 Categories = list[tuple[str, tuple[str, ...]]]
 
 CONTAINERS: Categories = [
-    ("counters snapshot for the write-behind (on the event loop)", ("CounterFile.snapshot",)),
+    (
+        "counters snapshot for the write-behind (on the event loop)",
+        ("CounterFile.rows", "CounterFile.changed_keys"),
+    ),
     ("counters written behind to SQLite", ("CounterFile.",)),
     ("counters swept", ("Counters.sweep",)),
     ("usage log written to SQLite (worker thread)", ("UsageLog.flush",)),

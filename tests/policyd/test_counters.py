@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-from postwarden.policyd.counters import BUCKETS, Counters
+from postwarden.policyd.counters import BUCKETS, Counters, Window
 from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
 from postwarden.policyd.persist import CounterFile
 
@@ -118,6 +119,27 @@ def test_counts_survive_a_restart(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_counts_written_as_text_by_an_earlier_version_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "counters.sqlite"
+    CounterFile(str(path)).close()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO counters VALUES (?, ?, ?)",
+            [
+                ("w", "window", "60|150|16666:100;16667:50"),
+                ("s", "sizes", "1000000.0:500;1000001.5:700"),
+                ("ban:192.0.2.9", "ban", "1003600.0"),
+            ],
+        )
+    counters = Counters()
+    stored = CounterFile(str(path))
+    stored.load(counters)
+    stored.close()
+    assert counters.windows["w"] == Window(60, [16666, 100, 16667, 50], 150)
+    assert list(counters.sizes["s"]) == [(1000000.0, 500), (1000001.5, 700)]
+    assert counters.bans == {"192.0.2.9": 1003600.0}
+
+
 def test_swept_keys_are_deleted_from_disk(tmp_path: Path) -> None:
     path = str(tmp_path / "counters.sqlite")
     counters = Counters()
@@ -129,3 +151,13 @@ def test_swept_keys_are_deleted_from_disk(tmp_path: Path) -> None:
     again = Counters()
     stored.load(again)
     assert again.windows == {}
+
+
+def test_changed_keys_come_in_the_tables_order_and_only_once(tmp_path: Path) -> None:
+    counters = Counters()
+    for key in ("user:c", "list:a", "user:b"):
+        counters.run([Take(key, 1, 5, 60)], 1000.0)
+    stored = CounterFile(str(tmp_path / "counters.sqlite"))
+    assert stored.changed_keys(counters) == ["list:a", "user:b", "user:c"]
+    assert stored.changed_keys(counters) == []
+    stored.close()

@@ -172,6 +172,14 @@ def test_claiming_to_be_a_moderator_without_logging_in_is_held(
     assert post(ask, "mods@example.com", sender="alice@example.com").action.startswith("HOLD")
 
 
+def test_a_post_without_a_client_address_is_still_moderated(
+    ask: Callable[..., Verdict],
+) -> None:
+    # nothing to count for it, so the store is never asked; the list rule still speaks
+    verdict = ask(recipient="members@example.com", sender="stranger@remote.test", client_address="")
+    assert verdict.action.startswith("HOLD")
+
+
 def test_members_lists(ask: Callable[..., Verdict]) -> None:
     assert post(ask, "members@example.com", "bob@example.org").action == "DUNNO"
     assert post(ask, "members@example.com", sender="outsider@remote.test").action == "DUNNO"

@@ -65,7 +65,21 @@ def test_the_table_has_the_documented_columns(usage: UsageLog, path: Path) -> No
         ("pool", "TEXT", 0),
         ("decision", "TEXT", 1),
     ]
-    assert indexes == {"usage_time", "usage_login"}
+    assert indexes == {"usage_time"}
+
+
+def test_a_log_from_an_earlier_version_loses_its_login_index(path: Path, clock: Clock) -> None:
+    # an index on login made every insert slower as the log grew
+    UsageLog(str(path), RETENTION, clock).close()
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE INDEX usage_login ON usage (login, time)")
+    reopened = UsageLog(str(path), RETENTION, clock)
+    reopened.add(ALICE)
+    reopened.close()
+    with sqlite3.connect(path) as db:
+        indexes = {i[1] for i in db.execute("PRAGMA index_list(usage)")}
+    assert indexes == {"usage_time"}
+    assert len(rows(path)) == 1
 
 
 def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> None:

@@ -16,7 +16,6 @@ throttle applies in addition to the poster's.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from postwarden.policy.models.lists import MailingList
@@ -111,17 +110,21 @@ class Verdict(NamedTuple):
 
 
 PASS = "DUNNO"
+PASSED = Verdict(PASS)
+BANNED = Verdict("REJECT 5.7.1 this client is banned for abuse; try again later")
 _SEVERITY = {"reject": 3, "defer": 2, "hold": 1, "notify": 0}
 
 
-@dataclass
 class _Outcome:
     """Collects what the rules said; the most severe action wins."""
 
-    severity: int = -1
-    action: str = PASS
-    events: list[Event] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
+    __slots__ = ("action", "events", "logs", "severity")
+
+    def __init__(self) -> None:
+        self.severity = -1
+        self.action = PASS
+        self.events: list[Event] = []
+        self.logs: list[str] = []
 
     def act(self, kind: ThrottleAction, text: str) -> None:
         severity = _SEVERITY[kind]
@@ -144,15 +147,24 @@ def _postfix_action(kind: ThrottleAction, text: str) -> str:
 
 
 # ------------------------------------------------------------------- decisions
+#
+# These run for every RCPT and END-OF-MESSAGE, so they are written for speed:
+# results are matched to operations by position, and a request that trips no rule
+# (nearly all of them) makes no _Outcome at all.
 
 
 def decide(request: dict[str, str], view: PolicyView) -> Decision:
     state = request.get("protocol_state", "").upper()
     if state == "RCPT":
-        return (yield from _rcpt(request, view))
+        return _rcpt(request, view)
     if state == "END-OF-MESSAGE":
-        return (yield from _end_of_message(request, view))
-    return Verdict(PASS)
+        return _end_of_message(request, view)
+    return _passed()
+
+
+def _passed() -> Decision:
+    return PASSED
+    yield []  # unreachable: makes this a generator that asks the store nothing
 
 
 def sender_identity(request: dict[str, str], view: PolicyView) -> str:
@@ -160,11 +172,18 @@ def sender_identity(request: dict[str, str], view: PolicyView) -> str:
     for mail relayed from the host's own networks without one (local applications,
     a classic source of spam from a compromised site), the envelope sender when it
     is a local address."""
-    login = request.get("sasl_username", "").lower()
+    return _identity(
+        request.get("sasl_username", "").lower(),
+        request.get("sender", "").lower(),
+        request.get("client_address", ""),
+        view,
+    )
+
+
+def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     if login:
         return login
-    sender = request.get("sender", "").lower()
-    if sender and view.is_local(sender) and view.is_trusted(request.get("client_address", "")):
+    if sender and view.is_local(sender) and view.is_trusted(client):
         return sender
     return ""
 
@@ -172,44 +191,42 @@ def sender_identity(request: dict[str, str], view: PolicyView) -> str:
 def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     client = request.get("client_address", "")
     login = request.get("sasl_username", "").lower()
-    identity = sender_identity(request, view)
     sender = request.get("sender", "").lower()
+    identity = _identity(login, sender, client, view)
     recipient = request.get("recipient", "").lower()
-    outcome = _Outcome()
 
     ops: list[Op] = [BanCheck(client)] if client else []
-    takes: list[tuple[Take, NamedThrottle, str]] = []
-    invalid: Add | None = None
+    invalid: int | None = None
     bad = view.bad_sessions
     if bad is not None and client and not identity and view.is_unknown_local(recipient):
-        invalid = Add(f"invalid:{client}", 1, bad.within)
-        ops.append(invalid)
+        invalid = len(ops)
+        ops.append(Add(f"invalid:{client}", 1, bad.within))
+    first_take = len(ops)
+    takes: list[tuple[NamedThrottle, str, str]] = []
     user_throttle = view.user_throttles.get(identity) if identity else None
     if user_throttle is not None and user_throttle.throttle.recipients is not None:
         rate = user_throttle.throttle.recipients
-        take = Take(f"user:{identity}:recipients", 1, rate.count, rate.window)
-        takes.append((take, user_throttle, identity))
+        ops.append(Take(f"user:{identity}:recipients", 1, rate.count, rate.window))
+        takes.append((user_throttle, identity, "recipients"))
     list_throttle = view.list_throttles.get(recipient)
     if list_throttle is not None and list_throttle.throttle.messages is not None:
         rate = list_throttle.throttle.messages
-        takes.append(
-            (
-                Take(f"list:{recipient}:messages", 1, rate.count, rate.window),
-                list_throttle,
-                recipient,
-            )
-        )
-    ops += [take for take, _, _ in takes]
-    if not ops:
-        return outcome.verdict()
+        ops.append(Take(f"list:{recipient}:messages", 1, rate.count, rate.window))
+        takes.append((list_throttle, recipient, "messages"))
+    mailing_list = view.lists.get(recipient)
+    if not ops and mailing_list is None:
+        return PASSED
 
-    results = yield ops
-    if isinstance(ops[0], BanCheck) and results[0]:
-        return Verdict("REJECT 5.7.1 this client is banned for abuse; try again later")
-    by_op = _by_op(ops, results)
+    results: list[Result] = (yield ops) if ops else []
+    if client and results[0]:
+        return BANNED
+    taken = results[first_take:]
+    if invalid is None and mailing_list is None and all(taken):
+        return PASSED
 
+    outcome = _Outcome()
     if invalid is not None and bad is not None:
-        count = by_op[id(invalid)]
+        count = results[invalid]
         if (
             bad.invalid_recipients is not None
             and isinstance(count, int)
@@ -229,11 +246,10 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
             )
             outcome.act("reject", "too many unknown recipients: this client is banned")
 
-    for take, named, subject in takes:
-        if not by_op[id(take)]:
-            _throttled(outcome, named, subject, f"{take.key.rsplit(':', 1)[-1]}")
+    for (named, subject, what), took in zip(takes, taken, strict=True):
+        if not took:
+            _throttled(outcome, named, subject, what)
 
-    mailing_list = view.lists.get(recipient)
     if mailing_list is not None and not _may_post(mailing_list, login, sender):
         if mailing_list.denied_posts == "reject":
             outcome.act("reject", f"you may not post to {recipient}")
@@ -264,66 +280,67 @@ def _throttled(outcome: _Outcome, named: NamedThrottle, subject: str, what: str)
 
 
 def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
-    login = sender_identity(request, view)
     sender = request.get("sender", "").lower()
     client = request.get("client_address", "")
+    login = _identity(request.get("sasl_username", "").lower(), sender, client, view)
     size = _int(request.get("size"))
-    recipients = _int(request.get("recipient_count"))
-    outcome = _Outcome()
-
-    if view.large_message_above is not None and size > view.large_message_above:
-        outcome.events.append(
-            Event("message.large", login or sender or client, f"{size} bytes from {sender or '<>'}")
-        )
+    large = view.large_message_above is not None and size > view.large_message_above
     if not login:
-        return outcome.verdict()
+        if not large:
+            return PASSED
+        return Verdict(PASS, (_large_message(login, sender, client, size),))
+    recipients = _int(request.get("recipient_count"))
 
     ops: list[Op] = []
-    takes: list[tuple[Take, str]] = []
+    takes: list[str] = []
     named = view.user_throttles.get(login)
     if named is not None:
-        if named.throttle.messages is not None:
-            rate = named.throttle.messages
-            takes.append((Take(f"user:{login}:messages", 1, rate.count, rate.window), "messages"))
-        if named.throttle.bytes is not None:
-            budget = named.throttle.bytes
-            takes.append(
-                (Take(f"user:{login}:bytes", size, int(budget.size), budget.window), "bytes")
-            )
-    ops += [take for take, _ in takes]
+        throttle = named.throttle
+        if throttle.messages is not None:
+            rate = throttle.messages
+            ops.append(Take(f"user:{login}:messages", 1, rate.count, rate.window))
+            takes.append("messages")
+        if throttle.bytes is not None:
+            budget = throttle.bytes
+            ops.append(Take(f"user:{login}:bytes", size, int(budget.size), budget.window))
+            takes.append("bytes")
     spammer = view.internal_spammer
-    sizes = (
-        SimilarSizes(f"sizes:{login}", size, spammer.within, spammer.size_tolerance / 100)
-        if spammer is not None and size > 0
-        else None
-    )
-    if sizes is not None:
-        ops.append(sizes)
+    measured = spammer is not None and size > 0
+    if spammer is not None and measured:
+        tolerance = spammer.size_tolerance / 100
+        ops.append(SimilarSizes(f"sizes:{login}", size, spammer.within, tolerance))
 
-    by_op: dict[int, Result] = {}
-    if ops:
-        results = yield ops
-        by_op = _by_op(ops, results)
-    for take, what in takes:
-        if not by_op[id(take)]:
+    results: list[Result] = (yield ops) if ops else []
+    pool = view.user_pools.get(login)
+    if not large and all(results[: len(takes)]) and not _looks_like_bulk(results, takes, view):
+        return Verdict(PASS, usage=UsageRow(login, sender, recipients, size, client, pool, PASS))
+
+    outcome = _Outcome()
+    if large:
+        outcome.events.append(_large_message(login, sender, client, size))
+    for what, took in zip(takes, results, strict=False):
+        if not took:
             assert named is not None
             _throttled(outcome, named, login, what)
-    if sizes is not None and spammer is not None:
-        similar = by_op[id(sizes)]
-        if isinstance(similar, int) and similar >= spammer.same_size_messages:
-            text = f"{similar} messages of about {size} bytes within {spammer.within}"
-            outcome.act(spammer.action, f"looks like bulk mail from an account: {text}")
-            outcome.events.append(Event("abuse.internal_spammer", login, text))
-
-    usage = UsageRow(
-        login, sender, recipients, size, client, view.user_pools.get(login), outcome.action
-    )
-    return outcome.verdict(usage)
+    if spammer is not None and _looks_like_bulk(results, takes, view):
+        similar = results[len(takes)]
+        text = f"{similar} messages of about {size} bytes within {spammer.within}"
+        outcome.act(spammer.action, f"looks like bulk mail from an account: {text}")
+        outcome.events.append(Event("abuse.internal_spammer", login, text))
+    return outcome.verdict(UsageRow(login, sender, recipients, size, client, pool, outcome.action))
 
 
-def _by_op(ops: list[Op], results: list[Result]) -> dict[int, Result]:
-    """Results by operation, by identity: two operations may be equal, never the same."""
-    return {id(op): result for op, result in zip(ops, results, strict=True)}
+def _looks_like_bulk(results: list[Result], takes: list[str], view: PolicyView) -> bool:
+    """Did the same-size count (the operation after the throttles) reach the limit?"""
+    spammer = view.internal_spammer
+    if spammer is None or len(results) <= len(takes):
+        return False
+    similar = results[len(takes)]
+    return isinstance(similar, int) and similar >= spammer.same_size_messages
+
+
+def _large_message(login: str, sender: str, client: str, size: int) -> Event:
+    return Event("message.large", login or sender or client, f"{size} bytes from {sender or '<>'}")
 
 
 def _int(value: str | None) -> int:

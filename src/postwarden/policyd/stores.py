@@ -67,11 +67,16 @@ class LocalStore:
             # on the loop in small slices, not in a thread: sqlite3 hands the GIL back
             # and forth for every row, which costs the loop more than the writes do
             try:
-                while self.file is not None and self.counters.dirty:
-                    self.file.write(*self.file.snapshot(self.counters, WRITE_SLICE))
-                    await asyncio.sleep(0)
+                if self.file is not None:
+                    await self._write_changes(self.file)
             except sqlite3.Error as error:
                 log.error("cannot write counters to disk: %s", error)
+
+    async def _write_changes(self, file: CounterFile) -> None:
+        keys = file.changed_keys(self.counters)
+        for start in range(0, len(keys), WRITE_SLICE):
+            file.write(*file.rows(self.counters, keys[start : start + WRITE_SLICE]))
+            await asyncio.sleep(0)
 
     def flush(self) -> None:
         if self.file is not None and self.counters.dirty:

@@ -2,6 +2,12 @@
 
 Rows are buffered and written in batches; rows older than the retention are
 deleted once an hour.
+
+The table has one index, on time: rows arrive in time order, so it only ever grows
+at its end. An index on the login would take every row into a random place of a
+B-tree that outgrows the cache, and each insert slows as the log grows (3.5 us a row
+empty, 10.6 us at 1.2 million rows); reports read a period, grouped by login, which
+the time index serves.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ CREATE TABLE IF NOT EXISTS usage (
     decision TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
-CREATE INDEX IF NOT EXISTS usage_login ON usage (login, time);
+DROP INDEX IF EXISTS usage_login;
 """
 PURGE_EVERY = 3600.0
 
