@@ -235,7 +235,8 @@ def policyd_command(
 ) -> None:
     """Run postwarden-policyd, Postfix's policy service."""
     from postwarden.policy.settings_file import load_settings_file
-    from postwarden.policyd.daemon import load_view, run
+    from postwarden.policyd.daemon import run
+    from postwarden.policyd.runtime import LoaderFailed, load_runtime
     from postwarden.policyd.settings import PolicydSettings
 
     try:
@@ -257,14 +258,17 @@ def policyd_command(
         overrides["log_file"] = log_file
     settings = settings.model_copy(update=overrides)
     try:
-        load_view(settings)
+        runtime = load_runtime(settings)
     except PolicyInvalid as invalid:
         _report_invalid(settings.policy, invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    except LoaderFailed as failed:
+        typer.echo(f"error: {failed}", err=True)
         raise typer.Exit(1) from None
     if check:
         typer.echo(f"{settings_file or settings.policy}: ok")
         return
-    run(settings)
+    run(settings, runtime)
 
 
 pool_app = typer.Typer(help="Outbound IP pools at run time, through postwarden-policyd.")

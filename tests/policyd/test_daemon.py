@@ -133,6 +133,24 @@ def test_sighup_reloads_without_dropping_the_connection(daemon: Daemon) -> None:
         assert ask(connection).startswith("DEFER")
 
 
+def test_replies_go_on_while_a_reload_loads(daemon: Daemon) -> None:
+    # the policy becomes a pipe nobody writes to yet: the loader is stuck reading it
+    policy = daemon.directory / "policy.yml"
+    policy.unlink()
+    os.mkfifo(policy)
+    with connect(daemon) as connection:
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: "reloading the policy" in daemon.log)
+        assert [ask(connection) for _ in range(2)] == ["DUNNO", "DUNNO"]
+        assert ask(connection).startswith("DEFER")
+        assert "reloaded the policy" not in daemon.log
+        with policy.open("w", encoding="utf-8") as pipe:
+            pipe.write(POLICY.replace("LIMIT", "4"))
+        wait_for(lambda: "reloaded the policy" in daemon.log)
+        assert [ask(connection) for _ in range(2)] == ["DUNNO", "DUNNO"]
+        assert ask(connection).startswith("DEFER")
+
+
 def test_a_bad_policy_is_refused_and_the_old_one_stays(daemon: Daemon) -> None:
     with connect(daemon) as connection:
         assert ask(connection) == "DUNNO"

@@ -11,11 +11,12 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
+from postwarden.policy.load import PolicyInvalid
 from postwarden.policyd.admin import AdminServer
 from postwarden.policyd.decide import Event, UsageRow
 from postwarden.policyd.dnsbl import BlocklistWatch, make_resolver
@@ -23,13 +24,13 @@ from postwarden.policyd.engine import Engine
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.runtime import LoaderFailed, Runtime, load_runtime_async
 from postwarden.policyd.server import PolicyServer
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
 from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.usage import UsageLog
-from postwarden.policyd.view import PolicyView, compile_view
 
 log = logging.getLogger("postwarden.policyd")
 FLUSH_INTERVAL = 1.0
@@ -56,15 +57,6 @@ def setup_logging(log_file: str | None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     root.propagate = False
-
-
-def load(settings: PolicydSettings) -> LoadedPolicy:
-    secrets = settings.secrets if Path(settings.secrets).exists() else None
-    return load_policy(settings.policy, secrets)
-
-
-def load_view(settings: PolicydSettings) -> PolicyView:
-    return compile_view(load(settings).policy, settings.mynetworks)
 
 
 def settle_memory() -> None:
@@ -122,21 +114,20 @@ class Daemon:
     usage: UsageLog
 
     @classmethod
-    def start(cls, settings: PolicydSettings) -> Daemon:
-        loaded = load(settings)
+    def start(cls, settings: PolicydSettings, runtime: Runtime) -> Daemon:
         metrics = Metrics()
-        hostname = loaded.policy.server.hostname
-        pools = PoolRuntime(loaded.policy, hostname, read_pool_state(settings.pool_state))
+        pools = PoolRuntime(
+            runtime.policy,
+            runtime.hostname,
+            read_pool_state(settings.pool_state),
+            runtime.view.user_pools,
+        )
         dispatcher = EventDispatcher(
-            loaded.policy,
-            hostname,
+            runtime.policy,
+            runtime.hostname,
             on_sent=lambda channel, result: metrics.notifications.labels(channel, result).inc(),
         )
-        engine = Engine(
-            compile_view(loaded.policy, settings.mynetworks),
-            make_store(settings),
-            settings.fail_mode,
-        )
+        engine = Engine(runtime.view, make_store(settings), settings.fail_mode)
         daemon = cls(
             settings,
             metrics,
@@ -181,17 +172,25 @@ class Daemon:
         )
         stats.store_errors = self.engine.store_errors
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
+        """Load the policy anew in a child process while replies go on; a policy that
+        does not validate is refused and the one in use stays."""
+        log.info("reloading the policy from %s", self.settings.policy)
         try:
-            loaded = load(self.settings)
+            runtime = await load_runtime_async(self.settings)
         except PolicyInvalid as invalid:
             for problem in invalid.problems:
                 log.error("reload refused: %s", problem.text())
             log.error("reload refused: the policy in use stays")
             return
-        self.engine.view = compile_view(loaded.policy, self.settings.mynetworks)
-        self.dispatcher.policy = loaded.policy
-        self.pools = PoolRuntime(loaded.policy, loaded.policy.server.hostname, self.pools.overrides)
+        except (LoaderFailed, OSError) as error:
+            log.error("reload refused: %s; the policy in use stays", error)
+            return
+        self.engine.view = runtime.view
+        self.dispatcher.policy = runtime.policy
+        self.pools = PoolRuntime(
+            runtime.policy, runtime.hostname, self.pools.overrides, runtime.view.user_pools
+        )
         settle_memory()
         log.info("reloaded the policy from %s", self.settings.policy)
 
@@ -240,8 +239,9 @@ class Daemon:
                 await asyncio.sleep(0)
 
 
-async def serve(settings: PolicydSettings) -> None:
-    daemon = Daemon.start(settings)
+async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
+    daemon = Daemon.start(settings, runtime)
+    del runtime  # the daemon holds what it uses; a reload must be able to free it
     settle_memory()
     server = PolicyServer(daemon.decide, daemon.decide_now)
     for address in settings.listen:
@@ -268,7 +268,8 @@ async def serve(settings: PolicydSettings) -> None:
     ]
 
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    reloads = Reloads(daemon.reload)
+    loop.add_signal_handler(signal.SIGHUP, reloads.request)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     sd_notify("READY=1")
@@ -287,12 +288,35 @@ async def serve(settings: PolicydSettings) -> None:
     await daemon.engine.store.close()
 
 
-def run(settings: PolicydSettings) -> None:
+class Reloads:
+    """SIGHUP starts a reload; one that arrives during a reload starts another after it,
+    so the policy loaded last is the file as it is now."""
+
+    def __init__(self, reload: Callable[[], Awaitable[None]]) -> None:
+        self.reload = reload
+        self.task: asyncio.Task[None] | None = None
+        self.again = False
+
+    def request(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        await self.reload()
+        while self.again:
+            self.again = False
+            await self.reload()
+
+
+def run(settings: PolicydSettings, runtime: Runtime) -> None:
+    """Serve with ``runtime``, the policy as loaded (and checked) by the caller."""
     setup_logging(settings.log_file)
     try:
         import uvloop
     except ImportError:  # a platform without it: the standard loop does the same, slower
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, runtime))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings))
+        runner.run(serve(settings, runtime))

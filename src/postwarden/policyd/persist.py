@@ -32,7 +32,8 @@ _WINDOW_HEAD = struct.Struct("<qq")
 class CounterFile:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.db = open_for_loop(path)
+        # changed keys are written in key order, so a slice touches neighbouring pages
+        self.db = open_for_loop(path, cache_mb=4)
         self.db.execute(SCHEMA)
 
     def load(self, counters: Counters) -> None:

@@ -28,8 +28,15 @@ class PoolRuntime:
     hostname: str
     overrides: dict[str, str] = field(default_factory=dict)
     """Address -> state set at run time; it wins over the policy's state."""
+    user_pools: dict[str, str] | None = None
+    """Login -> the pool of the user's own mail, for a policy given without its users
+    (the daemon's); read from the policy's users when None."""
 
     def __post_init__(self) -> None:
+        if self.user_pools is None:
+            self.user_pools = {
+                address: user.ip_pool for address, user in self.policy.users.items() if user.ip_pool
+            }
         self._list_owners = {
             f"owner-{list_alias(address)}@{self.hostname}": address for address in self.policy.lists
         }
@@ -78,9 +85,10 @@ class PoolRuntime:
         local, _, domain_name = key.rpartition("@")
         # Postfix asks for user+extension@domain first; it is the user's mail all the same
         sender = f"{local.partition('+')[0]}@{domain_name}"
-        user = self.policy.users.get(sender)
-        if user is not None and user.ip_pool:
-            return self._transport(user.ip_pool, sender)
+        assert self.user_pools is not None
+        own_pool = self.user_pools.get(sender)
+        if own_pool:
+            return self._transport(own_pool, sender)
         domain = self.policy.domains.get(domain_name)
         if domain is not None and domain.ip_pool:
             # spread a domain's senders over its pool, not one address per domain

@@ -12,17 +12,17 @@ log = logging.getLogger("postwarden.policyd")
 CHECKPOINT_EVERY = 10.0
 
 
-def open_for_loop(path: str) -> sqlite3.Connection:
-    """WAL, no fsync per commit, no automatic checkpoint, a larger cache. Without the
-    last two, SQLite copies the log back into the file inside whichever commit crosses
-    1,000 pages, and that commit, on the event loop, holds every reply meanwhile."""
+def open_for_loop(path: str, cache_mb: int) -> sqlite3.Connection:
+    """WAL, no fsync per commit, no automatic checkpoint. Without the last, SQLite
+    copies the log back into the file inside whichever commit crosses 1,000 pages, and
+    that commit, on the event loop, holds every reply meanwhile. ``cache_mb`` caps the
+    pages kept in this process; the kernel's page cache holds the rest of the file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
-    # the pages an insert touches stay in memory as the file grows (default: 2 MB)
-    db.execute("PRAGMA cache_size=-32768")
+    db.execute(f"PRAGMA cache_size=-{cache_mb * 1024}")
     return db
 
 

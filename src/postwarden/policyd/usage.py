@@ -42,7 +42,8 @@ PURGE_EVERY = 3600.0
 class UsageLog:
     def __init__(self, path: str, retention: int, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        self.db = open_for_loop(path)
+        # rows go to the end of the table and of its index: a few pages are all it touches
+        self.db = open_for_loop(path, cache_mb=2)
         self.db.executescript(SCHEMA)
         self.retention = retention
         self.clock = clock

@@ -74,8 +74,11 @@ def _without_extension(address: str) -> str:
 def compile_view(policy: Policy, trusted: list[str] | None = None) -> PolicyView:
     throttles = policy.throttles
 
+    # one object per throttle, shared by all its users: not one per user
+    by_name = {name: NamedThrottle(name, throttle) for name, throttle in throttles.items()}
+
     def named(name: str | None) -> NamedThrottle | None:
-        return NamedThrottle(name, throttles[name]) if name and name in throttles else None
+        return by_name.get(name) if name else None
 
     user_throttles = {}
     user_pools = {}
