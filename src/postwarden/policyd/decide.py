@@ -167,20 +167,11 @@ def _passed() -> Decision:
     yield []  # unreachable: makes this a generator that asks the store nothing
 
 
-def sender_identity(request: dict[str, str], view: PolicyView) -> str:
+def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     """Who is sending, for throttles, abuse rules and the usage log: the login; or,
     for mail relayed from the host's own networks without one (local applications,
     a classic source of spam from a compromised site), the envelope sender when it
     is a local address."""
-    return _identity(
-        request.get("sasl_username", "").lower(),
-        request.get("sender", "").lower(),
-        request.get("client_address", ""),
-        view,
-    )
-
-
-def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     if login:
         return login
     if sender and view.is_local(sender) and view.is_trusted(client):
