@@ -206,6 +206,27 @@ def test_kinds_without_a_configured_event_notify_nobody(
     assert sent.results == []
 
 
+def test_each_large_message_event_has_its_own_threshold(
+    write_policy: WritePolicy, chat: HookServer, sms: HookServer
+) -> None:
+    text = POLICY + (
+        "  - {{on: message.large, above: 1MiB, notify: [chat]}}\n"
+        "  - {{on: message.large, above: 40MiB, notify: [pager]}}\n"
+    )
+    path = write_policy(text.format(chat=chat.url("/chat"), sms=sms.url("/send")), SECRETS)
+    dispatcher = EventDispatcher(load_policy(path).policy, HOST, clock=Clock())
+
+    def large(size: int) -> Event:
+        return Event("message.large", f"sender-{size}", f"{size} bytes", size)
+
+    dispatcher.raise_event(large(2 * 1024 * 1024))
+    assert [channel for channel, _ in take_queued(dispatcher)] == ["chat"]
+    dispatcher.raise_event(large(40 * 1024 * 1024))  # not above 40MiB: exactly at it
+    assert [channel for channel, _ in take_queued(dispatcher)] == ["chat"]
+    dispatcher.raise_event(large(40 * 1024 * 1024 + 1))
+    assert [channel for channel, _ in take_queued(dispatcher)] == ["chat", "pager"]
+
+
 # ---------------------------------------------------------------- delivery
 
 

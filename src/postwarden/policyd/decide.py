@@ -90,6 +90,8 @@ class Event(NamedTuple):
     subject: str
     """What the event is about (a login, a client IP, a list); cooldowns are per subject."""
     detail: str
+    size: int = 0
+    """The message's size, for events with a threshold of their own (message.large)."""
 
 
 class UsageRow(NamedTuple):
@@ -331,7 +333,9 @@ def _looks_like_bulk(results: list[Result], takes: list[str], view: PolicyView) 
 
 
 def _large_message(login: str, sender: str, client: str, size: int) -> Event:
-    return Event("message.large", login or sender or client, f"{size} bytes from {sender or '<>'}")
+    return Event(
+        "message.large", login or sender or client, f"{size} bytes from {sender or '<>'}", size
+    )
 
 
 def _int(value: str | None) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postwarden.policy.models import Policy
+from postwarden.policy.models.events import LargeMessageEvent
 from postwarden.policyd.decide import Event
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver
 
@@ -43,6 +44,9 @@ class EventDispatcher:
         note = Notification(event.kind, event.subject, event.detail, self.host, now)
         for index, configured in enumerate(self.policy.events):
             if configured.on != event.kind:
+                continue
+            # the daemon raises message.large above the lowest threshold of all
+            if isinstance(configured, LargeMessageEvent) and event.size <= configured.above:
                 continue
             key = (index, event.subject)
             last = self._last.get(key)
