@@ -9,7 +9,7 @@ import pytest
 
 from postwarden.policy.load import load_policy
 from postwarden.policyd.counters import Counters
-from postwarden.policyd.decide import Verdict, decide
+from postwarden.policyd.decide import Decision, Verdict, decide, decide_auth
 from postwarden.policyd.view import PolicyView, compile_view
 
 WritePolicy = Callable[..., Path]
@@ -29,6 +29,7 @@ users:
   frank@example.org: {throttle: holding}
   gina@example.org: {throttle: noting}
   hank@example.org: {}
+  ivan@example.org: {throttle: both}
 lists:
   mods@example.com: {members: [alice@example.com, bob@example.org], moderators: [alice@example.com],
                      posting: moderators, throttle: lists}
@@ -45,6 +46,7 @@ throttles:
   holding: {messages: 1/h, action: hold}
   noting: {messages: 1/h, action: notify}
   lists: {messages: 2/h, action: hold}
+  both: {messages: 3/h, bytes: 10KiB/h}
 abuse:
   internal_spammer: {same_size_messages: 5, within: 10m, size_tolerance: 2%, action: hold}
   bad_smtp_sessions: {invalid_recipients: 3, within: 10m, ban_for: 1h}
@@ -196,6 +198,21 @@ def test_denied_posts_can_be_rejected(ask: Callable[..., Verdict]) -> None:
     assert verdict.events == ()
 
 
+def test_an_address_extension_reaches_the_same_list_rules(ask: Callable[..., Verdict]) -> None:
+    verdict = post(ask, "strict+x@example.com", "bob@example.org")
+    assert verdict.action == "REJECT 5.7.1 you may not post to strict@example.com"
+    held = post(ask, "mods+anything@example.com", sender="stranger@remote.test")
+    assert held.action == "HOLD post to mods@example.com awaits a moderator"
+    assert [(e.kind, e.subject) for e in held.events] == [("list.post_held", "mods@example.com")]
+
+
+def test_an_extension_shares_the_lists_throttle(ask: Callable[..., Verdict]) -> None:
+    lists = ["mods@example.com", "mods+a@example.com", "mods+b@example.com"]
+    answers = [post(ask, address, "alice@example.com").action for address in lists]
+    assert answers[:2] == ["DUNNO", "DUNNO"]
+    assert answers[2].startswith("HOLD sending limit reached: messages 2/h (lists)")
+
+
 def test_list_throttle(ask: Callable[..., Verdict]) -> None:
     answers = [post(ask, "mods@example.com", "alice@example.com").action for _ in range(3)]
     assert answers[:2] == ["DUNNO", "DUNNO"]
@@ -255,14 +272,55 @@ def test_logged_in_users_are_not_counted_as_harvesters(ask: Callable[..., Verdic
 # ----------------------------------------------------------- internal spammer
 
 
-def test_same_sized_messages_trip_the_rule(ask: Callable[..., Verdict]) -> None:
-    sizes = [50_000, 50_200, 49_900, 50_100, 50_050]
-    verdicts = [eom(ask, "alice@example.com", size=s) for s in sizes]
+def test_same_sized_messages_within_the_tolerance_trip_the_rule(
+    ask: Callable[..., Verdict],
+) -> None:
+    # 2% of 50,000 is 1,000: 49,000 and 51,000 are just within it
+    sizes = [50_000, 51_000, 49_000, 50_500, 50_000]
+    verdicts = [eom(ask, "hank@example.org", size=s) for s in sizes]
     assert all("abuse.internal_spammer" not in kinds(v) for v in verdicts[:4])
-    fifth = verdicts[4]
-    assert "abuse.internal_spammer" in kinds(fifth)
-    # the rule holds; the domain throttle (3/h) defers, and the more severe action wins
-    assert fifth.action.startswith("DEFER 4.7.1 sending limit reached")
+    assert kinds(verdicts[4]) == ["abuse.internal_spammer"]
+
+
+def test_a_size_just_outside_the_tolerance_does_not_count(ask: Callable[..., Verdict]) -> None:
+    # the tolerance is taken from the new message: 2% below 51,100 is 50,078
+    sizes = [50_000, 50_000, 50_000, 50_000, 51_100]
+    verdicts = [eom(ask, "hank@example.org", size=s) for s in sizes]
+    assert all(v.action == "DUNNO" for v in verdicts)
+
+
+def test_a_deferred_message_offered_again_is_not_bulk(ask: Callable[..., Verdict]) -> None:
+    # alice's domain allows 3/h; a client retrying the 4th message sends the same size
+    # each time: one message refused again and again, not many messages
+    verdicts = [eom(ask, "alice@example.com", size=50_000) for _ in range(8)]
+    assert [v.action for v in verdicts[:3]] == ["DUNNO"] * 3
+    assert all(v.action.startswith("DEFER 4.7.1 sending limit reached") for v in verdicts[3:])
+    assert all(kinds(v) == ["throttle.hit"] for v in verdicts[3:])
+
+
+def test_a_message_refused_for_bytes_does_not_use_a_message(
+    ask: Callable[..., Verdict],
+) -> None:
+    assert eom(ask, "ivan@example.org", size=6000).action == "DUNNO"
+    over = eom(ask, "ivan@example.org", size=6000)
+    assert over.action.startswith("DEFER 4.7.1 sending limit reached: bytes")
+    # 1 message of 3 used, not 2: two more fit, the third is over the messages limit
+    assert eom(ask, "ivan@example.org", size=1000).action == "DUNNO"
+    assert eom(ask, "ivan@example.org", size=1000).action == "DUNNO"
+    assert eom(ask, "ivan@example.org", size=1000).action.startswith(
+        "DEFER 4.7.1 sending limit reached: messages"
+    )
+
+
+def test_a_deferred_recipient_does_not_use_the_lists_budget(ask: Callable[..., Verdict]) -> None:
+    carol = {"sasl_username": "carol@example.org", "sender": "carol@example.org"}
+    for i in range(3):
+        assert ask(recipient=f"r{i}@remote.test", **carol).action == "DUNNO"
+    for _ in range(3):  # carol is out of recipients: deferred, the list counts nothing
+        assert ask(recipient="mods@example.com", **carol).action.startswith("DEFER")
+    alice = {"sasl_username": "alice@example.com", "sender": "alice@example.com"}
+    assert [ask(recipient="mods@example.com", **alice).action for _ in range(2)] == ["DUNNO"] * 2
+    assert ask(recipient="mods@example.com", **alice).action.startswith("HOLD")
 
 
 def test_the_internal_spammer_rule_takes_its_action(ask: Callable[..., Verdict]) -> None:
@@ -290,6 +348,7 @@ def test_different_sizes_do_not_count(view: PolicyView) -> None:
             decision.send(counters.run(ops, 1000.0 + index))
         except StopIteration as stop:
             verdicts.append(stop.value)
+    assert len(verdicts) == 6
     assert all("abuse.internal_spammer" not in kinds(v) for v in verdicts)
 
 
@@ -336,6 +395,16 @@ def test_malformed_numbers_are_zero(ask: Callable[..., Verdict]) -> None:
 # ----------------------------------------------- relayed from the host's networks
 
 
+def drive(decision: Decision, counters: Counters) -> Verdict:
+    try:
+        ops = next(decision)
+        while True:
+            ops = decision.send(counters.run(ops, 1_000_000.0))
+    except StopIteration as stop:
+        verdict: Verdict = stop.value
+        return verdict
+
+
 def relayed(view: PolicyView, counters: Counters, sender: str, client: str) -> Verdict:
     request = {
         "protocol_state": "END-OF-MESSAGE",
@@ -364,6 +433,32 @@ def test_local_applications_are_throttled_by_their_sender(write_policy: WritePol
     assert second.usage.login == "bob@example.org"
 
 
+def test_an_address_extension_does_not_buy_a_fresh_budget(write_policy: WritePolicy) -> None:
+    view = compile_view(load_policy(write_policy(POLICY)).policy, ["127.0.0.0/8"])
+    counters = Counters()
+    assert relayed(view, counters, "bob+1@example.org", "127.0.0.1").action == "DUNNO"
+    second = relayed(view, counters, "Bob+2@example.org", "127.0.0.1")
+    assert second.action.startswith("DEFER 4.7.1 sending limit reached")
+    assert second.usage is not None
+    assert second.usage.login == "bob@example.org"
+
+
+def test_the_hosts_own_networks_are_never_banned_as_harvesters(
+    write_policy: WritePolicy,
+) -> None:
+    view = compile_view(load_policy(write_policy(POLICY)).policy, ["127.0.0.0/8"])
+    counters = Counters()
+    for i in range(10):
+        request = {
+            "protocol_state": "RCPT",
+            "sender": "cron@remote.test",
+            "recipient": f"stale{i}@example.com",
+            "client_address": "127.0.0.1",
+        }
+        assert drive(decide(request, view), counters) == Verdict("DUNNO")
+    assert counters.bans == {}
+
+
 def test_untrusted_or_foreign_senders_are_not_counted(write_policy: WritePolicy) -> None:
     view = compile_view(load_policy(write_policy(POLICY)).policy, ["127.0.0.0/8"])
     counters = Counters()
@@ -371,3 +466,31 @@ def test_untrusted_or_foreign_senders_are_not_counted(write_policy: WritePolicy)
         assert relayed(view, counters, "bob@example.org", "192.0.2.50").action == "DUNNO"
         assert relayed(view, counters, "x@remote.test", "127.0.0.1").action == "DUNNO"
     assert relayed(view, counters, "bob@example.org", "192.0.2.50").usage is None
+
+
+# --------------------------------------------------------- Dovecot's auth policy
+
+
+def failed_login(view: PolicyView, counters: Counters, client: str) -> Verdict:
+    report = {"remote": client, "success": False}
+    return drive(decide_auth("report", report, view), counters)
+
+
+def test_failed_logins_ban_once_and_raise_one_event(write_policy: WritePolicy) -> None:
+    text = POLICY.replace("invalid_recipients: 3,", "invalid_recipients: 3, auth_failures: 3,")
+    view = compile_view(load_policy(write_policy(text)).policy, ["127.0.0.0/8"])
+    counters = Counters()
+    verdicts = [failed_login(view, counters, "192.0.2.66") for _ in range(5)]
+    assert [v.action for v in verdicts[:2]] == ["DUNNO"] * 2
+    assert all(v.action == "REJECT too many failed logins" for v in verdicts[2:])
+    assert [kinds(v) for v in verdicts[2:]] == [["abuse.auth_failures"], [], []]
+    assert [len(v.logs) for v in verdicts[2:]] == [1, 0, 0]
+
+
+def test_failed_logins_from_the_hosts_own_networks_never_ban(write_policy: WritePolicy) -> None:
+    text = POLICY.replace("invalid_recipients: 3,", "invalid_recipients: 3, auth_failures: 3,")
+    view = compile_view(load_policy(write_policy(text)).policy, ["127.0.0.0/8"])
+    counters = Counters()
+    # webmail on the host logs its users in from 127.0.0.1
+    assert all(failed_login(view, counters, "127.0.0.1").action == "DUNNO" for _ in range(10))
+    assert counters.bans == {}

@@ -71,6 +71,7 @@ class Counters:
     """Keys changed since the last write-behind."""
 
     def run(self, ops: list[Op], now: float) -> list[Result]:
+        refused = self._refused(ops, now)
         results: list[Result] = []
         for op in ops:
             if isinstance(op, BanCheck):
@@ -81,24 +82,36 @@ class Counters:
                     break
             elif isinstance(op, Take):
                 window = self._window(op.key, op.window, now)
-                taken = window.total + op.weight <= op.limit
-                if taken:
+                fits = window.total + op.weight <= op.limit
+                if fits and not refused:
                     window.add(now, op.weight)
                     self.dirty.add(op.key)
-                results.append(taken)
+                results.append(fits)
             elif isinstance(op, Add):
                 window = self._window(op.key, op.window, now)
                 window.add(now, op.weight)
                 self.dirty.add(op.key)
                 results.append(window.total)
             elif isinstance(op, SimilarSizes):
-                results.append(self._similar(op, now))
+                results.append(0 if refused else self._similar(op, now))
             else:
                 assert isinstance(op, Ban)
-                self.bans[op.client] = max(self.bans.get(op.client, 0.0), now + op.seconds)
+                until = self.bans.get(op.client, 0.0)
+                self.bans[op.client] = max(until, now + op.seconds)
                 self.dirty.add(f"ban:{op.client}")
-                results.append(None)
+                results.append(until <= now)
         return results
+
+    def _refused(self, ops: list[Op], now: float) -> bool:
+        """Will a refusing Take of the batch not fit? Then the batch counts nothing."""
+        for op in ops:
+            if (
+                type(op) is Take
+                and op.refuses
+                and self._window(op.key, op.window, now).total + op.weight > op.limit
+            ):
+                return True
+        return False
 
     def _window(self, key: str, window: int, now: float) -> Window:
         found = self.windows.get(key)

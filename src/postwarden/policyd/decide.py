@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import Literal, NamedTuple
 
+from postwarden.policy.models.abuse import BadSmtpSessions
 from postwarden.policy.models.lists import MailingList
 from postwarden.policy.models.throttles import ThrottleAction
-from postwarden.policyd.view import NamedThrottle, PolicyView
+from postwarden.policyd.view import NamedThrottle, PolicyView, without_extension
 
 # ------------------------------------------------------------------ operations
 #
@@ -36,12 +37,17 @@ class BanCheck(NamedTuple):
 
 class Take(NamedTuple):
     """Take ``weight`` from a budget of ``limit`` per ``window`` seconds, unless that
-    would go over it. Result: whether it was taken."""
+    would go over it. Result: whether it fitted.
+
+    A batch's budgets are all or nothing when mail is refused: if a ``refuses`` Take
+    does not fit, no Take of the batch is counted and no size is recorded, because
+    refused mail was not sent and will be offered again."""
 
     key: str
     weight: int
     limit: int
     window: int
+    refuses: bool = True
 
 
 class Add(NamedTuple):
@@ -63,6 +69,9 @@ class SimilarSizes(NamedTuple):
 
 
 class Ban(NamedTuple):
+    """Ban the client. Result: whether it is a new ban (none was in force): only a new
+    ban is logged and raises its event, when hosts race to ban the same client."""
+
     client: str
     seconds: int
 
@@ -177,7 +186,8 @@ def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     if login:
         return login
     if sender and view.is_local(sender) and view.is_trusted(client):
-        return sender
+        # bob+1@, bob+2@ ... are all bob: an extension must not buy a fresh budget
+        return without_extension(sender)
     return ""
 
 
@@ -191,7 +201,14 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     ops: list[Op] = [BanCheck(client)] if client else []
     invalid: int | None = None
     bad = view.bad_sessions
-    if bad is not None and client and not identity and view.is_unknown_local(recipient):
+    if (
+        bad is not None
+        and client
+        and not identity
+        and view.is_unknown_local(recipient)
+        # the host's own applications mistyping an address must not ban the host
+        and not view.is_trusted(client)
+    ):
         invalid = len(ops)
         ops.append(Add(f"invalid:{client}", 1, bad.within))
     first_take = len(ops)
@@ -199,14 +216,20 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     user_throttle = view.user_throttles.get(identity) if identity else None
     if user_throttle is not None and user_throttle.throttle.recipients is not None:
         rate = user_throttle.throttle.recipients
-        ops.append(Take(f"user:{identity}:recipients", 1, rate.count, rate.window))
+        refuses = _refuses(user_throttle)
+        ops.append(Take(f"user:{identity}:recipients", 1, rate.count, rate.window, refuses))
         takes.append((user_throttle, identity, "recipients"))
-    list_throttle = view.list_throttles.get(recipient)
+    # Postfix delivers list+anything@ to the list (recipient_delimiter): so do the rules
+    list_address = recipient
+    if "+" in recipient and recipient not in view.lists:
+        list_address = without_extension(recipient)
+    list_throttle = view.list_throttles.get(list_address)
     if list_throttle is not None and list_throttle.throttle.messages is not None:
         rate = list_throttle.throttle.messages
-        ops.append(Take(f"list:{recipient}:messages", 1, rate.count, rate.window))
-        takes.append((list_throttle, recipient, "messages"))
-    mailing_list = view.lists.get(recipient)
+        refuses = _refuses(list_throttle)
+        ops.append(Take(f"list:{list_address}:messages", 1, rate.count, rate.window, refuses))
+        takes.append((list_throttle, list_address, "messages"))
+    mailing_list = view.lists.get(list_address)
     if not ops and mailing_list is None:
         return PASSED
 
@@ -219,25 +242,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
 
     outcome = _Outcome()
     if invalid is not None and bad is not None:
-        count = results[invalid]
-        if (
-            bad.invalid_recipients is not None
-            and isinstance(count, int)
-            and count >= bad.invalid_recipients
-        ):
-            yield [Ban(client, bad.ban_for)]
-            outcome.logs.append(
-                f"ban client={client} reason=invalid_recipients count={count} "
-                f"within={int(bad.within)}s for={int(bad.ban_for)}s"
-            )
-            outcome.events.append(
-                Event(
-                    "abuse.bad_smtp_session",
-                    client,
-                    f"{count} unknown recipients within {bad.within}",
-                )
-            )
-            outcome.act("reject", "too many unknown recipients: this client is banned")
+        yield from _ban_harvester(outcome, bad, client, results[invalid])
 
     for (named, subject, what), took in zip(takes, taken, strict=True):
         if not took:
@@ -245,13 +250,30 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
 
     if mailing_list is not None and not _may_post(mailing_list, login, sender):
         if mailing_list.denied_posts == "reject":
-            outcome.act("reject", f"you may not post to {recipient}")
+            outcome.act("reject", f"you may not post to {list_address}")
         else:
-            outcome.act("hold", f"post to {recipient} awaits a moderator")
-            outcome.events.append(
-                Event("list.post_held", recipient, f"post from {login or sender or '<>'} held")
-            )
+            outcome.act("hold", f"post to {list_address} awaits a moderator")
+            poster = login or sender or "<>"
+            outcome.events.append(Event("list.post_held", list_address, f"post from {poster} held"))
     return outcome.verdict()
+
+
+def _ban_harvester(
+    outcome: _Outcome, bad: BadSmtpSessions, client: str, count: Result
+) -> Generator[list[Op], list[Result], None]:
+    if bad.invalid_recipients is None or not isinstance(count, int):
+        return
+    if count < bad.invalid_recipients:
+        return
+    (new,) = yield [Ban(client, bad.ban_for)]
+    if new:
+        outcome.logs.append(
+            f"ban client={client} reason=invalid_recipients count={count} "
+            f"within={int(bad.within)}s for={int(bad.ban_for)}s"
+        )
+        text = f"{count} unknown recipients within {bad.within}"
+        outcome.events.append(Event("abuse.bad_smtp_session", client, text))
+    outcome.act("reject", "too many unknown recipients: this client is banned")
 
 
 def _may_post(mailing_list: MailingList, login: str, sender: str) -> bool:
@@ -262,6 +284,11 @@ def _may_post(mailing_list: MailingList, login: str, sender: str) -> bool:
         return bool(login) and login in mailing_list.moderators
     poster = login or sender
     return poster in mailing_list.members or poster in mailing_list.moderators
+
+
+def _refuses(named: NamedThrottle) -> bool:
+    """Held mail is accepted (and sent once released), as is mail past a notify limit."""
+    return named.throttle.action in ("defer", "reject")
 
 
 def _throttled(outcome: _Outcome, named: NamedThrottle, subject: str, what: str) -> None:
@@ -289,13 +316,15 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     named = view.user_throttles.get(login)
     if named is not None:
         throttle = named.throttle
+        refuses = _refuses(named)
         if throttle.messages is not None:
             rate = throttle.messages
-            ops.append(Take(f"user:{login}:messages", 1, rate.count, rate.window))
+            ops.append(Take(f"user:{login}:messages", 1, rate.count, rate.window, refuses))
             takes.append("messages")
         if throttle.bytes is not None:
             budget = throttle.bytes
-            ops.append(Take(f"user:{login}:bytes", size, int(budget.size), budget.window))
+            key = f"user:{login}:bytes"
+            ops.append(Take(key, size, int(budget.size), budget.window, refuses))
             takes.append("bytes")
     spammer = view.internal_spammer
     measured = spammer is not None and size > 0
@@ -365,10 +394,15 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView) -> D
         return Verdict(PASS)
     if bad is None or bad.auth_failures is None:
         return Verdict(PASS)
+    if view.is_trusted(client):
+        # webmail on the host itself logs users in: banning it would lock out everyone
+        return Verdict(PASS)
     (count,) = yield [Add(f"authfail:{client}", 1, bad.within)]
     if not isinstance(count, int) or count < bad.auth_failures:
         return Verdict(PASS)
-    yield [Ban(client, bad.ban_for)]
+    (new,) = yield [Ban(client, bad.ban_for)]
+    if not new:
+        return Verdict(f"{AUTH_REJECT} too many failed logins")
     return Verdict(
         f"{AUTH_REJECT} too many failed logins",
         (Event("abuse.auth_failures", client, f"{count} failed logins within {bad.within}"),),

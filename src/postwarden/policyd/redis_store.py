@@ -24,11 +24,11 @@ PREFIX = "pw:"
 TIMEOUT = 2.0
 
 # ARGV: op code, then its fields; results in the same order as the ops.
-#   T key weight limit window bucket   -> 1 taken / 0 not
+#   T key weight limit window bucket refuses -> 1 fits / 0 not (see decide.Take)
 #   A key weight window bucket         -> count in the window
 #   S key size window tolerance        -> similar sizes in the window
 #   C client                           -> 1 banned (and the batch stops) / 0
-#   B client seconds                   -> 0
+#   B client seconds                   -> 1 a new ban / 0 one was in force
 SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -52,20 +52,40 @@ local function window_total(key, window, bucket)
   return total, current
 end
 
+-- refused: a refusing Take does not fit, so the batch counts nothing
+local refused = false
+local totals = {}
+local j = 1
+while j <= #ARGV do
+  local op = ARGV[j]
+  if op == 'T' then
+    local total, current = window_total(ARGV[j+1], tonumber(ARGV[j+4]), tonumber(ARGV[j+5]))
+    totals[j] = {total, current}
+    if ARGV[j+6] == '1' and total + tonumber(ARGV[j+2]) > tonumber(ARGV[j+3]) then
+      refused = true
+    end
+    j = j + 7
+  elseif op == 'A' or op == 'S' then j = j + 5
+  elseif op == 'C' then j = j + 2
+  else j = j + 3 end
+end
+
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'T' then
     local key, weight, limit = ARGV[i+1], tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
     local window, bucket = tonumber(ARGV[i+4]), tonumber(ARGV[i+5])
-    local total, current = window_total(key, window, bucket)
+    local total, current = totals[i][1], totals[i][2]
     if total + weight <= limit then
-      redis.call('HINCRBY', key, current, weight)
-      redis.call('EXPIRE', key, window + 2 * bucket)
+      if not refused then
+        redis.call('HINCRBY', key, current, weight)
+        redis.call('EXPIRE', key, window + 2 * bucket)
+      end
       results[#results + 1] = 1
     else
       results[#results + 1] = 0
     end
-    i = i + 6
+    i = i + 7
   elseif op == 'A' then
     local key, weight = ARGV[i+1], tonumber(ARGV[i+2])
     local window, bucket = tonumber(ARGV[i+3]), tonumber(ARGV[i+4])
@@ -73,6 +93,9 @@ while i <= #ARGV do
     redis.call('HINCRBY', key, current, weight)
     redis.call('EXPIRE', key, window + 2 * bucket)
     results[#results + 1] = total + weight
+    i = i + 5
+  elseif op == 'S' and refused then
+    results[#results + 1] = 0
     i = i + 5
   elseif op == 'S' then
     local key, size = ARGV[i+1], tonumber(ARGV[i+2])
@@ -101,7 +124,7 @@ while i <= #ARGV do
     local ttl = redis.call('TTL', ARGV[i+1])
     local seconds = tonumber(ARGV[i+2])
     if ttl < seconds then redis.call('SET', ARGV[i+1], '1', 'EX', seconds) end
-    results[#results + 1] = 0
+    if ttl == -2 then results[#results + 1] = 1 else results[#results + 1] = 0 end
     i = i + 3
   else
     return redis.error_reply('unknown op ' .. op)
@@ -124,6 +147,7 @@ def encode(ops: list[Op]) -> list[str | int | float]:
                 int(op.limit),
                 window,
                 bucket_seconds(window),
+                1 if op.refuses else 0,
             ]
         elif isinstance(op, Add):
             window = int(op.window)
@@ -141,10 +165,8 @@ def encode(ops: list[Op]) -> list[str | int | float]:
 def decode(ops: list[Op], raw: list[Any]) -> list[Result]:
     results: list[Result] = []
     for op, value in zip(ops, raw, strict=False):
-        if isinstance(op, Take | BanCheck):
+        if isinstance(op, Take | BanCheck | Ban):
             results.append(bool(value))
-        elif isinstance(op, Ban):
-            results.append(None)
         else:
             results.append(int(value))
     # a ban ends the script early: the ops after it have no result

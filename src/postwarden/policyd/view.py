@@ -47,7 +47,7 @@ class PolicyView:
             domain in self.local_domains
             and domain not in self.catch_all_domains
             and address not in self.known_addresses
-            and _without_extension(address) not in self.known_addresses
+            and without_extension(address) not in self.known_addresses
         )
 
     def is_trusted(self, client: str) -> bool:
@@ -66,7 +66,7 @@ def networks(entries: list[str]) -> tuple[IPNetwork, ...]:
     )
 
 
-def _without_extension(address: str) -> str:
+def without_extension(address: str) -> str:
     local, _, domain = address.rpartition("@")
     return f"{local.partition('+')[0]}@{domain}"
 
