@@ -50,6 +50,41 @@ def test_a_request_split_at_every_byte(cut: int) -> None:
     assert not parser.pending
 
 
+class CountingBuffer(bytearray):
+    """A parser's buffer that counts the bytes its searches may look at."""
+
+    searched = 0
+
+    def find(self, sub: bytes, start: int | None = None, end: int | None = None) -> int:  # type: ignore[override]
+        found = super().find(sub, start, end)
+        first = start or 0
+        last = found + len(sub) if found >= 0 else len(self) if end is None else end
+        self.searched += max(0, min(last, len(self)) - first)
+        return found
+
+
+@pytest.mark.parametrize("tail", [b"", b"a=b\r", b"a=b\r\n", b"a=b"])
+def test_searching_stays_linear_in_what_a_client_sends(tail: bytes) -> None:
+    # many small requests in one read, then a fragment: each byte is searched a
+    # bounded number of times, never once per request before it (a client could
+    # stop the daemon with a few hundred kilobytes otherwise)
+    buffer = CountingBuffer()
+    data = RCPT * 2000 + tail
+    requests = RequestParser(buffer).feed(data)
+    assert len(requests) == 2000
+    assert buffer.searched <= 3 * len(data)
+
+
+def test_searching_stays_linear_when_bytes_drip_in() -> None:
+    buffer = CountingBuffer()
+    parser = RequestParser(buffer)
+    got = []
+    for index in range(len(RCPT) * 20):
+        got += parser.feed((RCPT * 20)[index : index + 1])
+    assert len(got) == 20
+    assert buffer.searched <= 8 * len(RCPT) * 20
+
+
 def test_a_request_one_byte_at_a_time() -> None:
     parser = RequestParser()
     got = []

@@ -113,3 +113,74 @@ async def test_close_drains_and_ends_idle_connections(server: tuple[PolicyServer
     await policy_server.close(drain_timeout=0.5)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert policy_server.connections == 0
+
+
+async def test_a_failing_decision_is_answered_and_the_connection_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def decide(request: dict[str, str]) -> str:
+        if request["recipient"] == "boom@x.test":
+            raise RuntimeError("a bug")
+        return await echo_decider(request)
+
+    def decide_now(request: dict[str, str]) -> str | None:
+        if request["recipient"] == "now@x.test":
+            raise RuntimeError("a bug")
+        return None
+
+    policy_server = PolicyServer(decide, decide_now, error_action="DEFER 4.3.0 oops")
+    address = await policy_server.listen("127.0.0.1:0")
+    reader, writer = await connect(address)
+    replies = []
+    for recipient in (b"now@x.test", b"boom@x.test", b"fine@x.test"):
+        writer.write(REQUEST % recipient)
+        replies.append(await read_reply(reader))
+    assert replies == [
+        b"action=DEFER 4.3.0 oops\n\n",
+        b"action=DEFER 4.3.0 oops\n\n",
+        b"action=DUNNO fine@x.test\n\n",
+    ]
+    assert sum("a decision failed" in r.getMessage() for r in caplog.records) == 2
+    writer.close()
+    await policy_server.close(drain_timeout=1.0)
+
+
+async def test_a_client_pipelining_without_end_is_no_longer_read() -> None:
+    gate = asyncio.Event()
+    started = 0
+
+    async def slow(request: dict[str, str]) -> str:
+        nonlocal started
+        started += 1
+        await gate.wait()
+        return await echo_decider(request)
+
+    policy_server = PolicyServer(slow)
+    address = await policy_server.listen("127.0.0.1:0")
+    reader, writer = await connect(address)
+    count = 40_000  # about 2.5 MB of requests
+    writer.write(b"".join(REQUEST % b"r%d@x.test" % i for i in range(count)))
+    await asyncio.sleep(0.5)
+    (connection,) = policy_server.live
+    # what the kernel handed over before reading paused, not the whole stream
+    assert len(connection.waiting) < count / 4
+    assert started == 1  # one worker, not a task per request
+    gate.set()
+    replies = [await read_reply(reader) for _ in range(count)]
+    assert replies[0] == b"action=DUNNO r0@x.test\n\n"
+    assert replies[-1] == b"action=DUNNO r%d@x.test\n\n" % (count - 1)
+    writer.close()
+    await policy_server.close(drain_timeout=1.0)
+
+
+async def test_a_unix_path_that_is_not_a_socket_is_left_alone(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    precious = tmp_path / "policy.yml"
+    precious.write_text("version: 1\n")
+    policy_server = PolicyServer(echo_decider)
+    with pytest.raises(FileExistsError, match="not a socket"):
+        await policy_server.listen(f"unix:{precious}")
+    assert precious.read_text() == "version: 1\n"
+    await policy_server.close(drain_timeout=1.0)

@@ -26,6 +26,10 @@ class ProtocolError(Exception):
 @dataclass
 class RequestParser:
     _buffer: bytearray = field(default_factory=bytearray)
+    _scanned: int = 0
+    """Bytes at the buffer's start known to hold no request's end: each byte is
+    searched about once however the requests arrive, so a client cannot make the
+    parser's work grow with the square of what it sends."""
 
     def feed(self, data: bytes) -> list[dict[str, str]]:
         """Add received bytes; return the requests they complete, in order."""
@@ -40,18 +44,22 @@ class RequestParser:
         while buffer:
             if buffer[0] == 0x0A or buffer[:2] == b"\r\n":
                 raise ProtocolError("empty request")
-            end, skip = buffer.find(b"\n\n"), 2
-            if b"\r" in buffer:
-                crlf = buffer.find(b"\n\r\n")
-                if crlf >= 0 and (end < 0 or crlf < end):
-                    end, skip = crlf, 3
+            # a terminator may straddle what was scanned and what is new
+            start = max(0, self._scanned - 2)
+            end, skip = buffer.find(b"\n\n", start), 2
+            # a CRLF request ends earlier than the next LF one, if at all: look only there
+            crlf = buffer.find(b"\n\r\n", start, end + 2 if end >= 0 else len(buffer))
+            if crlf >= 0:
+                end, skip = crlf, 3
             if end < 0:
+                self._scanned = len(buffer)
                 self._check_partial()
                 break
             if end > MAX_REQUEST:
                 raise ProtocolError(f"request larger than {MAX_REQUEST} bytes")
             requests.append(_parse(bytes(buffer[:end])))
             del buffer[: end + skip]
+            self._scanned = 0
         return requests
 
     def _check_partial(self) -> None:

@@ -4,8 +4,10 @@ Each connection is an ``asyncio.Protocol``: received bytes go to the protocol
 parser, and every complete request is answered in order. When the decision can
 be made at once (the local counter store), it is made inside ``data_received``
 with no task, no timer and no await: the request costs a parse, a decision and
-a write. When it must wait (Redis), the connection's requests are chained so
-that replies still leave in order.
+a write. When it must wait (Redis), the connection's requests queue up for one
+worker task, so that replies still leave in order; past a few queued requests
+the connection is not read until the queue shrinks, so a client that pipelines
+without end costs a bounded amount of memory.
 
 A client that breaks the protocol gets a log line and a closed connection;
 nothing a client sends can stop the server. Connections are capped, idle ones
@@ -18,7 +20,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -31,8 +35,12 @@ Decider = Callable[[dict[str, str]], Awaitable[str]]
 ImmediateDecider = Callable[[dict[str, str]], str | None]
 """Decides at once, or returns None when the decision has to wait for I/O."""
 MAX_CONNECTIONS = 1024
-IDLE_TIMEOUT = 300.0
+# longer than Postfix's own smtpd_policy_service_max_idle (300 s): Postfix closes first
+IDLE_TIMEOUT = 330.0
 IDLE_SWEEP = 10.0
+MAX_WAITING = 16
+"""Requests a connection may have waiting for I/O before it is no longer read."""
+ERROR_ACTION = "DEFER_IF_PERMIT 4.3.0 policy service error, try again later"
 
 
 class _Connection(asyncio.Protocol):
@@ -40,9 +48,12 @@ class _Connection(asyncio.Protocol):
         self.server = server
         self.parser = RequestParser()
         self.transport: asyncio.Transport | None = None
-        self.pending: asyncio.Task[None] | None = None
+        self.waiting: deque[dict[str, str]] = deque()
+        self.worker: asyncio.Task[None] | None = None
         self.last_seen = time.monotonic()
         self.peer: object = "unix"
+        self.write_paused = False
+        self.queue_full = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
@@ -56,8 +67,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.live.discard(self)
-        if self.pending is not None:
-            self.pending.cancel()
+        self.waiting.clear()
+        if self.worker is not None:
+            self.worker.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -73,45 +85,73 @@ class _Connection(asyncio.Protocol):
 
     def _answer(self, request: dict[str, str]) -> None:
         assert self.transport is not None
-        if self.pending is None:
-            action = self.server.decide_now(request) if self.server.decide_now else None
+        if not self.waiting and self.server.decide_now is not None:
+            try:
+                action = self.server.decide_now(request)
+            except Exception:
+                action = self._failed()
             if action is not None:
                 self.transport.write(reply(action))
                 return
         # this request waits for I/O, or follows one that does: keep the order
-        previous = self.pending
-        self.pending = asyncio.ensure_future(self._answer_later(previous, request))
+        self.waiting.append(request)
+        if len(self.waiting) >= MAX_WAITING and not self.queue_full:
+            self.queue_full = True
+            self._read_or_not()
+        if self.worker is None:
+            self.worker = asyncio.ensure_future(self._work())
 
-    async def _answer_later(
-        self, previous: asyncio.Task[None] | None, request: dict[str, str]
-    ) -> None:
-        if previous is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await previous
-        action = await self.server.decide(request)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(reply(action))
-        if self.pending is asyncio.current_task():
-            self.pending = None
+    async def _work(self) -> None:
+        try:
+            while self.waiting:
+                try:
+                    action = await self.server.decide(self.waiting[0])
+                except Exception:
+                    action = self._failed()
+                if not self.waiting:  # the connection was lost meanwhile
+                    return
+                self.waiting.popleft()
+                if self.transport is not None and not self.transport.is_closing():
+                    self.transport.write(reply(action))
+                if self.queue_full and len(self.waiting) <= MAX_WAITING // 2:
+                    self.queue_full = False
+                    self._read_or_not()
+        finally:
+            self.worker = None
+
+    def _failed(self) -> str:
+        # a bug, not the client's doing: answer, keep the connection, tell the log
+        log.exception("a decision failed; answered %s", self.server.error_action)
+        return self.server.error_action
+
+    def _read_or_not(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.write_paused or self.queue_full:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
     def pause_writing(self) -> None:
         # the client does not read its replies: stop reading its requests
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.write_paused = True
+        self._read_or_not()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._read_or_not()
 
     @property
     def busy(self) -> bool:
-        return self.pending is not None or self.parser.pending
+        return bool(self.waiting) or self.parser.pending
 
 
 @dataclass
 class PolicyServer:
     decide: Decider
     decide_now: ImmediateDecider | None = None
+    error_action: str = ERROR_ACTION
+    """The answer when a decision fails unexpectedly (the fail mode's, in the daemon)."""
     max_connections: int = MAX_CONNECTIONS
     idle_timeout: float = IDLE_TIMEOUT
     live: set[_Connection] = field(default_factory=set)
@@ -123,8 +163,7 @@ class PolicyServer:
         loop = asyncio.get_running_loop()
         if address.startswith("unix:"):
             path = address.removeprefix("unix:")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            _remove_stale_socket(path)
             server = await loop.create_unix_server(lambda: _Connection(self), path)
             bound = address
         else:
@@ -171,3 +210,16 @@ class PolicyServer:
     @property
     def connections(self) -> int:
         return len(self.live)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket left by an earlier run is removed; anything else at that path (a
+    typo naming the policy file) is not ours to delete."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(f"{path} exists and is not a socket: not listening there")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
