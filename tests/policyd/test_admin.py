@@ -263,7 +263,7 @@ async def test_alertmanager_queues_each_firing_alert(admin: Admin) -> None:
     assert reply.status == 200
     assert reply.json() == {"queued": 2}
     for _ in range(100):
-        if admin.dispatcher._queue.qsize() >= 2:
+        if admin.dispatcher.pending >= 2:
             break
         await asyncio.sleep(0.01)
     queued = take_queued(admin.dispatcher)

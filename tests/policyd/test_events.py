@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,9 +19,16 @@ import pytest
 from postwarden.policy.load import load_policy
 from postwarden.policy.models import Policy
 from postwarden.policyd.decide import Event, EventKind
-from postwarden.policyd.events import ATTEMPTS, Delivery, EventDispatcher
+from postwarden.policyd.events import ATTEMPTS, EventDispatcher
 from postwarden.policyd.notify import Notification
-from tests.policyd.test_notify import HookServer, NotHttpServer, closed_port
+from tests.policyd.test_notify import (  # noqa: F401 (sink: a fixture)
+    DripServer,
+    HookServer,
+    NotHttpServer,
+    Sink,
+    closed_port,
+    sink,
+)
 
 WritePolicy = Callable[..., Path]
 HOST = "mx1.example.com"
@@ -121,13 +131,14 @@ async def running(dispatcher: EventDispatcher) -> AsyncIterator[asyncio.Task[Non
 
 
 def take_queued(dispatcher: EventDispatcher) -> list[tuple[str, Notification]]:
-    """Empty the queue, without delivering, and tell what was in it."""
+    """Empty the queues, without delivering, and tell what was in them, by time and
+    channel (each channel has a queue of its own)."""
     found = []
-    while not dispatcher._queue.empty():
-        delivery: Delivery = dispatcher._queue.get_nowait()
-        dispatcher._queue.task_done()
-        found.append((delivery.channel, delivery.note))
-    return found
+    for channel, queue in dispatcher._queues.items():
+        while not queue.empty():
+            found.append((channel, queue.get_nowait()))
+            dispatcher._pending -= 1
+    return sorted(found, key=lambda queued: (queued[1].time, queued[0]))
 
 
 def note(event: Event, at: float) -> Notification:
@@ -292,7 +303,7 @@ async def test_a_webhook_that_always_fails_is_given_up(
     assert ATTEMPTS == 4
     assert len(chat.requests) == ATTEMPTS
     assert len(sms.requests) == 1
-    assert sent.results == [("chat", "failed"), ("pager", "sent")]
+    assert sent.results == [("pager", "sent"), ("chat", "failed")]  # pager did not wait
 
 
 async def test_an_unreachable_gateway_fails_and_the_next_one_is_sent(
@@ -309,12 +320,15 @@ async def test_an_unreachable_gateway_fails_and_the_next_one_is_sent(
 
 
 async def test_a_full_queue_drops(policy: Policy, clock: Clock, sent: Sent) -> None:
-    dispatcher = EventDispatcher(
-        policy, HOST, clock=clock, on_sent=sent, _queue=asyncio.Queue(maxsize=1)
-    )
+    dispatcher = EventDispatcher(policy, HOST, clock=clock, on_sent=sent, limit=1)
     dispatcher.raise_event(HIT)
     assert sent.results == [("pager", "dropped")]
     assert take_queued(dispatcher) == [("chat", note(HIT, START))]
+    # the limit is over all channels, and only what is pending counts
+    dispatcher.queue("pager", note(HIT, START))
+    assert not dispatcher.queue("chat", note(HIT, START))
+    assert take_queued(dispatcher) == [("pager", note(HIT, START))]
+    assert dispatcher.queue("chat", note(HIT, START))
 
 
 async def test_drain_waits_for_every_queued_delivery(
@@ -374,6 +388,198 @@ async def test_one_broken_channel_does_not_stop_the_worker(
             await dispatcher.drain(timeout=2)
             assert not task.done()
         assert len(chat.requests) == 1
-        assert sent.results == [("pager", "failed"), ("chat", "sent")]
+        assert sent.results == [("chat", "sent"), ("pager", "failed")]
     finally:
         not_http.close()
+
+
+# ---------------------------------------------------------------- secrets in the log
+
+LEAKY_POLICY = """\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+  notification_relay:
+    host: 127.0.0.1
+    port: {relay_port}
+    starttls: false
+    username: alerts
+    password: !secret relay_password
+domains:
+  example.com: {{}}
+notifications:
+  admins: {{email: [ops@example.net]}}
+  chat:
+    webhook:
+      url: "{chat}/services/T0001/B0002/PATHs3cret?token=QUERYs3cret"
+      headers: {{Authorization: !secret hook_token}}
+events:
+  - {{on: throttle.hit, notify: [admins, chat]}}
+"""
+# the relay password is not ASCII; the token ends in a newline (a YAML block scalar)
+LEAKY_SECRETS = """\
+relay_password: pässwörd-RELAYs3cret
+hook_token: |
+  Bearer HEADERs3cret
+"""
+
+
+async def test_the_log_never_shows_a_secret(
+    write_policy: WritePolicy,
+    sink: Sink,  # noqa: F811 (the fixture)
+    sent: Sent,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    chat_url = f"http://127.0.0.1:{closed_port()}"
+    path = write_policy(LEAKY_POLICY.format(relay_port=sink.port, chat=chat_url), LEAKY_SECRETS)
+    dispatcher = EventDispatcher(load_policy(path).policy, HOST, backoff=0.01, on_sent=sent)
+    with caplog.at_level(logging.DEBUG):
+        dispatcher.raise_event(HIT)
+        async with running(dispatcher):
+            await dispatcher.drain(timeout=5)
+    assert sorted(sent.results) == [("admins", "failed"), ("chat", "failed")]
+    assert f"notify admins (attempt 1/{ATTEMPTS}): email smtp://127.0.0.1:" in caplog.text
+    assert f"notify chat (attempt 1/{ATTEMPTS}): webhook {chat_url}: ValueError" in caplog.text
+    assert "s3cret" not in caplog.text
+    assert "services" not in caplog.text
+
+
+async def test_an_unexpected_exception_is_logged_by_its_class_only(
+    dispatcher: EventDispatcher,
+    sent: Sent,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def deliver(*args: object) -> None:
+        raise RuntimeError("Bearer s3cret is not accepted")
+
+    monkeypatch.setattr("postwarden.policyd.events.deliver", deliver)
+    dispatcher.queue("chat", note(HIT, START))
+    with caplog.at_level(logging.WARNING, logger="postwarden.policyd"):
+        async with running(dispatcher):
+            await dispatcher.drain(timeout=5)
+    assert f"notify chat (attempt {ATTEMPTS}/{ATTEMPTS}): RuntimeError" in caplog.text
+    assert "s3cret" not in caplog.text
+    assert sent.results == [("chat", "failed")]
+
+
+# ---------------------------------------------------------------- slow channels
+
+
+async def test_a_slow_channel_has_a_deadline_and_holds_up_no_other(
+    write_policy: WritePolicy, sms: HookServer, sent: Sent, caplog: pytest.LogCaptureFixture
+) -> None:
+    drip = DripServer(interval=0.05)  # each read well within the socket timeout
+    earlier = [t for t in threading.enumerate() if t.name == "postwarden-notify"]
+    try:
+        policy = make_policy(write_policy, drip.url("/chat"), sms.url("/send"))
+        dispatcher = EventDispatcher(policy, HOST, backoff=0.01, on_sent=sent, deadline=0.3)
+        dispatcher.queue("chat", note(HIT, START))
+        dispatcher.queue("pager", note(HIT, START))
+        with caplog.at_level(logging.WARNING, logger="postwarden.policyd"):
+            async with running(dispatcher):
+                started = time.perf_counter()
+                await asyncio.wait_for(asyncio.to_thread(sms.arrived.wait, 5), 6)
+                assert time.perf_counter() - started < 1  # not after chat's attempts
+                await dispatcher.drain(timeout=5)
+                took = time.perf_counter() - started
+                # the first attempt's thread is still reading; no more were started
+                stuck = [t for t in threading.enumerate() if t.name == "postwarden-notify"]
+                assert 1 <= len(stuck) <= len(earlier) + 1
+    finally:
+        drip.close()
+    assert sent.results == [("pager", "sent"), ("chat", "failed")]
+    assert 0.3 <= took < 2
+    assert f"notify chat (attempt 1/{ATTEMPTS}): no answer within 0.3 s" in caplog.text
+    assert (
+        f"notify chat (attempt {ATTEMPTS}/{ATTEMPTS}): an earlier attempt is still waiting"
+        in caplog.text
+    )
+
+
+EXIT_SCRIPT = """\
+import asyncio, sys, time
+from postwarden.policy.load import load_policy
+from postwarden.policyd.events import EventDispatcher
+from postwarden.policyd.notify import Notification
+
+async def main():
+    policy = load_policy(sys.argv[1]).policy
+    dispatcher = EventDispatcher(policy, "mx1", backoff=0.01, deadline=0.2)
+    dispatcher.queue("chat", Notification("throttle.hit", "s", "d", "mx1", 1e9))
+    task = asyncio.create_task(dispatcher.run())
+    await dispatcher.drain(timeout=0.1)  # gives up: the daemon's way to stop
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+started = time.monotonic()
+asyncio.run(main())
+print(f"{time.monotonic() - started:.1f}", flush=True)
+"""
+
+
+def test_a_sender_stuck_on_a_slow_socket_does_not_keep_the_process_alive(
+    write_policy: WritePolicy, sms: HookServer
+) -> None:
+    drip = DripServer(interval=0.05)
+    try:
+        path = write_policy(POLICY.format(chat=drip.url("/chat"), sms=sms.url("/send")), SECRETS)
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_SCRIPT, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        took = time.monotonic() - started
+    finally:
+        drip.close()
+    assert done.returncode == 0, done.stderr
+    assert took < 5, done.stdout  # asyncio.to_thread's executor would wait for the thread
+
+
+# ---------------------------------------------------------------- the cooldown table
+
+
+def test_passed_cooldowns_are_forgotten(dispatcher: EventDispatcher, clock: Clock) -> None:
+    for index in range(1000):
+        dispatcher.raise_event(Event("throttle.hit", f"sender{index}/staff", "limit"))
+    take_queued(dispatcher)
+    assert len(dispatcher._until) == 2000  # chat's 10m and pager's 1h, per subject
+
+    clock.now = START + 601  # chat's cooldowns have passed, pager's have not
+    dispatcher.raise_event(HIT)
+    assert len(dispatcher._until) == 1000 + 2
+    clock.now = START + 3601
+    dispatcher.raise_event(HIT)
+    assert len(dispatcher._until) == 2  # HIT's pager, and its chat started again
+    assert take_queued(dispatcher) == [
+        ("chat", note(HIT, START + 601)),
+        ("pager", note(HIT, START + 601)),
+        ("chat", note(HIT, START + 3601)),
+    ]
+
+
+def test_a_reload_keeps_each_cooldown_with_its_own_event(
+    write_policy: WritePolicy, chat: HookServer, sms: HookServer, clock: Clock
+) -> None:
+    before = (
+        POLICY.split("events:\n", maxsplit=1)[0]
+        + "events:\n  - {{on: throttle.hit, notify: [chat]}}\n"
+    )
+    dispatcher = EventDispatcher(
+        load_policy(write_policy(before.format(chat=chat.url(), sms=sms.url()), SECRETS)).policy,
+        HOST,
+        clock=clock,
+    )
+    dispatcher.raise_event(HIT)
+    assert take_queued(dispatcher) == [("chat", note(HIT, START))]
+
+    # the reloaded policy has a new event in front: the chat event is now the second
+    after = before.replace("events:\n", "events:\n  - {{on: throttle.hit, notify: [pager]}}\n")
+    text = after.format(chat=chat.url(), sms=sms.url())
+    dispatcher.policy = load_policy(write_policy(text, SECRETS)).policy
+    clock.now += 60
+    dispatcher.raise_event(HIT)
+    assert take_queued(dispatcher) == [("pager", note(HIT, START + 60))]

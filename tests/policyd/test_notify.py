@@ -4,6 +4,7 @@ is a DeliveryFailed, never a crash of the sender."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import email.utils
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from postwarden.policy.load import load_policy
+from postwarden.policy.load import PolicyInvalid, load_policy
 from postwarden.policy.models import Policy
 from postwarden.policy.models.server import NotificationRelay
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver, post_json, send_email
@@ -49,10 +50,14 @@ class HookServer:
     """An HTTP endpoint on loopback that records each POST and answers with the next
     status of its script; the last status repeats."""
 
-    def __init__(self, statuses: tuple[int, ...] = (204,), delay: float = 0.0) -> None:
+    def __init__(
+        self, statuses: tuple[int, ...] = (204,), delay: float = 0.0, location: str | None = None
+    ) -> None:
         self.requests: list[Received] = []
         self.statuses = list(statuses)
         self.delay = delay
+        self.location = location
+        """Sent as Location: with every answer (a redirect)."""
         self.lock = threading.Lock()
         self.arrived = threading.Event()
         hook = self
@@ -68,6 +73,15 @@ class HookServer:
                     status = hook.statuses.pop(0) if len(hook.statuses) > 1 else hook.statuses[0]
                 hook.arrived.set()
                 self.send_response(status)
+                if hook.location is not None:
+                    self.send_header("Location", hook.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:  # what a followed 302 or 303 turns a POST into
+                with hook.lock:
+                    hook.requests.append(Received(self.path, self.headers, None, time.monotonic()))
+                self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -114,6 +128,49 @@ class NotHttpServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class DripServer:
+    """A webhook that reads the request, then answers one byte at a time, each well
+    within the senders' socket timeout, without end."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.clients: list[socket.socket] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}{path}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 1_000_000
+        try:
+            client.recv(65536)
+            for byte in answer:
+                if self.closed.wait(self.interval):
+                    return
+                client.sendall(bytes([byte]))
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+        for client in self.clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+            client.close()
 
 
 @pytest.fixture
@@ -195,7 +252,7 @@ def sink() -> Iterator[Sink]:
         shutil.rmtree(dumps, ignore_errors=True)
 
 
-def email_policy(write_policy: WritePolicy, relay: str) -> Policy:
+def email_policy(write_policy: WritePolicy, relay: str, secrets: str | None = None) -> Policy:
     return load_policy(
         write_policy(
             f"""\
@@ -209,7 +266,8 @@ notifications:
   admins: {{email: [ops@example.net, oncall@example.org]}}
 events:
   - {{on: message.large, above: 1MiB, notify: [admins]}}
-"""
+""",
+            secrets,
         )
     ).policy
 
@@ -268,7 +326,10 @@ def test_email_sender_is_the_relay_login(write_policy: WritePolicy, sink: Sink) 
 
 def test_starttls_required_but_not_offered(sink: Sink) -> None:
     relay = NotificationRelay(host="127.0.0.1", port=sink.port, starttls=True)
-    with pytest.raises(DeliveryFailed, match=rf"email via 127\.0\.0\.1:{sink.port}: .*STARTTLS"):
+    with pytest.raises(
+        DeliveryFailed,
+        match=rf"^email smtp://127\.0\.0\.1:{sink.port}: STARTTLS failed: SMTPNotSupportedError$",
+    ):
         send_email(relay, "ops@example.net", ["ops@example.net"], NOTE)
     # nothing went out in the clear
     time.sleep(0.2)
@@ -278,8 +339,41 @@ def test_starttls_required_but_not_offered(sink: Sink) -> None:
 def test_unreachable_relay() -> None:
     port = closed_port()
     relay = NotificationRelay(host="127.0.0.1", port=port, starttls=False)
-    with pytest.raises(DeliveryFailed, match=rf"email via 127\.0\.0\.1:{port}"):
+    with pytest.raises(
+        DeliveryFailed,
+        match=rf"^email smtp://127\.0\.0\.1:{port}: connect failed: ConnectionRefusedError$",
+    ):
         send_email(relay, "ops@example.net", ["ops@example.net"], NOTE)
+
+
+def test_a_non_ascii_relay_password_is_not_quoted(write_policy: WritePolicy, sink: Sink) -> None:
+    policy = email_policy(
+        write_policy,
+        f"{{host: 127.0.0.1, port: {sink.port}, starttls: false, username: alerts,"
+        " password: !secret relay}",
+        "relay: pässwörd-RELAYs3cret\n",
+    )
+    relay = policy.server.notification_relay
+    assert relay is not None
+    # smtplib encodes the password as ASCII: UnicodeEncodeError quotes it
+    with pytest.raises(DeliveryFailed) as failed:
+        send_email(relay, "ops@example.net", ["ops@example.net"], NOTE)
+    assert str(failed.value) == (
+        f"email smtp://127.0.0.1:{sink.port}: login failed: UnicodeEncodeError"
+    )
+    assert failed.value.__cause__ is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "'::1'", "smtp.relay.example.net"])
+def test_a_password_in_clear_only_over_loopback(write_policy: WritePolicy, host: str) -> None:
+    relay = f"{{host: {host}, starttls: false, username: alerts, password: !secret relay}}"
+    if host.startswith("smtp."):
+        with pytest.raises(PolicyInvalid) as refused:
+            email_policy(write_policy, relay, "relay: s3cret\n")
+        (problem,) = refused.value.problems
+        assert "a password would cross the network in clear" in problem.text()
+    else:
+        assert email_policy(write_policy, relay, "relay: s3cret\n").server.notification_relay
 
 
 def test_email_channel_without_relay(write_policy: WritePolicy) -> None:
@@ -302,17 +396,18 @@ def test_post_json_sends_json(hook: HookServer) -> None:
 
 
 def test_post_json_to_a_closed_port() -> None:
-    url = f"http://127.0.0.1:{closed_port()}/hook"
-    with pytest.raises(DeliveryFailed, match=f"POST {url}: "):
-        post_json(url, {}, {})
+    port = closed_port()
+    with pytest.raises(DeliveryFailed) as failed:
+        post_json(f"http://127.0.0.1:{port}/hook", {}, {})
+    assert str(failed.value) == f"webhook http://127.0.0.1:{port}: ConnectionRefusedError"
 
 
 @pytest.mark.parametrize("status", [400, 404, 429, 500, 503])
 def test_post_json_http_errors(status: int) -> None:
     server = HookServer((status,))
     try:
-        with pytest.raises(DeliveryFailed, match=f"HTTP {status}$"):
-            post_json(server.url(), {"a": 1}, {})
+        with pytest.raises(DeliveryFailed, match=f"^sms http://127.0.0.1:[0-9]+: HTTP {status}$"):
+            post_json(server.url(), {"a": 1}, {}, "sms")
         assert len(server.requests) == 1
     finally:
         server.close()
@@ -339,6 +434,46 @@ def test_post_json_to_something_that_is_not_http() -> None:
 def test_post_json_with_a_header_ending_in_a_newline(hook: HookServer) -> None:
     with pytest.raises(DeliveryFailed):
         post_json(hook.url(), {}, {"Authorization": "Bearer token\n"})
+
+
+# a Slack-style hook: the path is the credential
+SECRET_PATH = "/services/T0001/B0002/PATHs3cret?token=QUERYs3cret"
+
+
+def test_a_failure_names_neither_the_path_nor_a_header(hook: HookServer) -> None:
+    url = hook.url(SECRET_PATH)
+    with pytest.raises(DeliveryFailed) as failed:
+        post_json(url, {}, {"Authorization": "Bearer HEADERs3cret\n"})
+    port = hook.server.server_address[1]
+    assert str(failed.value) == f"webhook http://127.0.0.1:{port}: ValueError"
+    assert failed.value.__cause__ is None
+    assert failed.value.__suppress_context__
+
+    hook.statuses = [500]
+    with pytest.raises(DeliveryFailed) as failed:
+        post_json(url, {}, {"Authorization": "Bearer HEADERs3cret"})
+    assert str(failed.value) == f"webhook http://127.0.0.1:{port}: HTTP 500"
+
+
+def test_a_failure_names_no_credentials_of_the_url() -> None:
+    port = closed_port()
+    with pytest.raises(DeliveryFailed) as failed:
+        post_json(f"http://user:USERs3cret@127.0.0.1:{port}{SECRET_PATH}", {}, {}, "sms")
+    # urllib takes the userinfo for part of the host name: the reason is a failed lookup
+    assert str(failed.value).startswith(f"sms http://127.0.0.1:{port}: ")
+    assert "s3cret" not in str(failed.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failure_and_is_not_followed(hook: HookServer, status: int) -> None:
+    redirecting = HookServer((status,), location=hook.url("/elsewhere"))
+    try:
+        with pytest.raises(DeliveryFailed, match=f": HTTP {status}$"):
+            post_json(redirecting.url(), {}, {"X-Token": "s3cret"})
+        assert len(redirecting.requests) == 1
+        assert hook.requests == []  # the token went nowhere else
+    finally:
+        redirecting.close()
 
 
 def test_sms_and_webhook_channels(write_policy: WritePolicy, hook: HookServer) -> None:

@@ -7,11 +7,11 @@ host's own queue, which may be the thing in trouble.
 
 from __future__ import annotations
 
-import http.client
 import json
 import smtplib
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -51,7 +51,32 @@ class Notification:
 
 
 class DeliveryFailed(Exception):
-    """This attempt failed; another may succeed."""
+    """This attempt failed; another may succeed.
+
+    The message is logged, so it names only the channel kind, scheme://host[:port]
+    and a short reason: never a header, a password, a URL's path or query (a
+    Slack-style hook's path is its token), nor an exception's text or repr.
+    """
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a URL, without credentials, path or query."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(unparsable URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def reason(error: BaseException) -> str:
+    """An exception's class name: its text may quote a header or a password."""
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        error = error.reason
+    return type(error).__name__
 
 
 def send_email(relay: NotificationRelay, sender: str, to: list[str], note: Notification) -> None:
@@ -63,36 +88,59 @@ def send_email(relay: NotificationRelay, sender: str, to: list[str], note: Notif
     message["Message-ID"] = make_msgid(domain=note.host)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(note.text)
+    where = f"email smtp://{relay.host}:{relay.port}"
+    step = "connect"
     try:
         with smtplib.SMTP(relay.host, relay.port, timeout=TIMEOUT) as client:
+            step = "EHLO"
             client.ehlo(note.host)
             if relay.starttls:
+                step = "STARTTLS"
                 client.starttls(context=ssl.create_default_context())
                 client.ehlo(note.host)
             if relay.username and relay.password is not None:
+                step = "login"
                 client.login(relay.username, relay.password.reveal())
+            step = "send"
             client.send_message(message, from_addr=sender, to_addrs=to)
-    except (OSError, smtplib.SMTPException) as error:
-        raise DeliveryFailed(f"email via {relay.host}:{relay.port}: {error}") from None
+    # anything at all: a non-ASCII password raises UnicodeEncodeError quoting it
+    except Exception as error:
+        code = getattr(error, "smtp_code", None)
+        status = f" {code}" if isinstance(code, int) else ""
+        raise DeliveryFailed(f"{where}: {step} failed: {reason(error)}{status}") from None
 
 
-def post_json(url: str, payload: dict[str, object], headers: dict[str, str]) -> None:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "postwarden", **headers},
-        method="POST",
-    )
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would resend the headers (tokens) to wherever it points, as a GET."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def post_json(
+    url: str, payload: dict[str, object], headers: dict[str, str], kind: str = "webhook"
+) -> None:
+    where = f"{kind} {origin(url)}"
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        request = urllib.request.Request(
+            url,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", "User-Agent": "postwarden", **headers},
+            method="POST",
+        )
+        with _OPENER.open(request, timeout=TIMEOUT) as response:
             status = response.status
-    except urllib.error.HTTPError as error:
+    except urllib.error.HTTPError as error:  # any status but 2xx, redirects included
+        error.close()
         status = error.code
-    except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as error:
-        # ValueError: a header value the HTTP library refuses (a token ending in a newline)
-        raise DeliveryFailed(f"POST {url}: {type(error).__name__}: {error}") from None
+    # anything at all: http.client's ValueError for a header ending in a newline quotes it
+    except Exception as error:
+        raise DeliveryFailed(f"{where}: {reason(error)}") from None
     if not 200 <= status < 300:
-        raise DeliveryFailed(f"POST {url}: HTTP {status}")
+        raise DeliveryFailed(f"{where}: HTTP {status}")
 
 
 def header_values(headers: dict[str, str | SecretValue]) -> dict[str, str]:
@@ -113,4 +161,6 @@ def deliver(
         headers = (
             {"Authorization": f"Bearer {channel.sms.token.reveal()}"} if channel.sms.token else {}
         )
-        post_json(channel.sms.gateway, {"to": channel.sms.to, "message": note.title}, headers)
+        post_json(
+            channel.sms.gateway, {"to": channel.sms.to, "message": note.title}, headers, "sms"
+        )

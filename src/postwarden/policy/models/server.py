@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from postwarden.policy.models.base import PolicyModel
@@ -16,6 +17,7 @@ from postwarden.policy.units import (
     Hostname,
     HostOrAddress,
     Size,
+    invalid,
     parse_address,
 )
 
@@ -35,6 +37,26 @@ class NotificationRelay(PolicyModel):
     password: Secret | None = None
     starttls: bool = True
     """Require STARTTLS before authenticating."""
+
+    @model_validator(mode="after")
+    def _password_not_in_clear(self) -> NotificationRelay:
+        # over loopback the password never leaves the host (a local relay or a tunnel)
+        if self.password is not None and not self.starttls and not _loopback(self.host):
+            raise invalid(
+                "notification_relay",
+                "a password would cross the network in clear",
+                "set starttls: true, or use a relay on localhost",
+            )
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Server(PolicyModel):
