@@ -4,9 +4,11 @@ clients count at once, shared by two daemons, and the fail mode when Redis is go
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
+from postwarden.policyd.decide import Add, Ban, BanCheck, Event, Op, Result, SimilarSizes, Take
 from postwarden.policyd.engine import STORE_DOWN_CLOSED, Engine
 from postwarden.policyd.redis_store import RedisStore
+from postwarden.policyd.stores import StoreUnavailable
 from postwarden.policyd.view import compile_view
 from tests.e2e.mailhost import wait_for_port
 from tests.policyd.test_daemon import Daemon, ask, connect, free_port, write_policy
@@ -117,7 +120,11 @@ async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path
     assert closed.store_errors == 1
     assert opened.store_errors == 1
     redis_server.start()
-    assert await closed.decide(request) == "DUNNO"
+    # back within the client's first reconnect backoff (1 s)
+    deadline = time.monotonic() + 3
+    while await closed.decide(request) != "DUNNO":
+        assert time.monotonic() < deadline, "still failing after the backoff"
+        await asyncio.sleep(0.1)
     await closed.store.close()
     await opened.store.close()
 
@@ -162,15 +169,127 @@ def test_redis_stopped_mid_run_then_back(redis_server: RedisServer, tmp_path: Pa
             redis_server.stop()
             assert ask(connection).startswith("DEFER 4.3.0")
             redis_server.start()
-            time.sleep(0.5)
-            assert ask(connection) == "DUNNO"
-        assert "counter store unavailable" in daemon.log
+            deadline = time.monotonic() + 3
+            while (answer := ask(connection)) != "DUNNO":
+                assert answer.startswith("DEFER 4.3.0")
+                assert time.monotonic() < deadline, "still failing after the backoff"
+                time.sleep(0.1)
+        assert "counter store unavailable (redis: " in daemon.log
+        assert "counter store reachable again" in daemon.log
     finally:
         assert daemon.process is not None
         daemon.process.terminate()
         daemon.process.wait(timeout=15)
 
 
-def test_port_is_free_after_each_test() -> None:
+def test_port_is_free_after_a_stop(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    server.stop()
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", server.port))
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", server.port))
+
+
+class DownStore:
+    def __init__(self) -> None:
+        self.down = True
+
+    async def run(self, ops: list[Op]) -> list[Result]:
+        if self.down:
+            raise StoreUnavailable("redis: RedisUnavailable: cannot connect")
+        return [True for _ in ops]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_store_down_is_logged_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from postwarden.policy.load import load_policy
+
+    write_policy(tmp_path, "100")
+    view = compile_view(load_policy(tmp_path / "policy.yml").policy)
+    request = {
+        "protocol_state": "END-OF-MESSAGE",
+        "sasl_username": "alice@example.com",
+        "size": "10",
+        "client_address": "192.0.2.1",
+    }
+    now = [1000.0]
+    events: list[Event] = []
+    store = DownStore()
+    engine = Engine(view, store, "closed", on_event=events.append, clock=lambda: now[0])
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "counter store" in r.getMessage()]
+
+    with caplog.at_level(logging.INFO, logger="postwarden.policyd"):
+        for _ in range(50):
+            assert await engine.decide(request) == STORE_DOWN_CLOSED
+            now[0] += 1
+        assert lines() == [
+            "counter store unavailable (redis: RedisUnavailable: cannot connect): failing closed"
+        ]
+        for _ in range(20):
+            assert await engine.decide(request) == STORE_DOWN_CLOSED
+            now[0] += 1
+        assert len(lines()) == 2
+        assert lines()[1].endswith("failing closed (59 more since the last line)")
+        store.down = False
+        assert await engine.decide(request) == "DUNNO"
+        assert await engine.decide(request) == "DUNNO"
+    assert lines()[2:] == [
+        "counter store reachable again after 70s; 70 decisions failed closed meanwhile"
+    ]
+    assert engine.store_errors == 70
+    # the event is not rate-limited here: each one still goes to the event pipeline
+    assert (
+        events
+        == [
+            Event(
+                "system.store",
+                "counters",
+                "redis: RedisUnavailable: cannot connect; failing closed",
+            )
+        ]
+        * 70
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("rediss://:s3cret@10.0.0.5:6380/0", "rediss:// (Redis over TLS) is not supported"),
+        ("unix:///run/redis/redis.sock", "unix:// is not supported"),
+        ("redis://:s3cret@10.0.0.5:six/0", "not a valid Redis URL"),
+        ("redis://:s3cret@10.0.0.5:6379/one", "the database after the host must be a number"),
+    ],
+)
+def test_an_unsupported_redis_url_is_refused_at_check(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    settings = tmp_path / "policyd.yml"
+    settings.write_text(f"store: redis\nredis_url: '{url}'\nlog_file: ''\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "postwarden", "policyd", "--settings", str(settings), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{settings}:2:12: redis_url: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_a_plain_redis_url_is_accepted(tmp_path: Path) -> None:
+    from postwarden.policy.settings_file import load_settings_file
+    from postwarden.policyd.settings import PolicydSettings
+
+    settings = tmp_path / "policyd.yml"
+    settings.write_text("store: redis\nredis_url: 'redis://:s3cret@10.0.0.5/2'\n")
+    assert load_settings_file(settings, PolicydSettings).redis_url == "redis://:s3cret@10.0.0.5/2"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from postwarden.policyd.view import PolicyView
 log = logging.getLogger("postwarden.policyd")
 
 STORE_DOWN_CLOSED = "DEFER 4.3.0 the policy service cannot reach its counters; try again later"
+STORE_DOWN_LOG_EVERY = 60.0
+"""While the store is down, at most one log line this often (every decision fails)."""
 
 
 @dataclass
@@ -24,6 +27,11 @@ class Engine:
     on_event: Callable[[Event], None] = lambda event: None
     on_usage: Callable[[UsageRow], None] = lambda row: None
     store_errors: int = field(default=0)
+    clock: Callable[[], float] = time.monotonic
+    _down_since: float | None = field(default=None, init=False, repr=False)
+    _down_logged_at: float = field(default=0.0, init=False, repr=False)
+    _down_unlogged: int = field(default=0, init=False, repr=False)
+    _down_failures: int = field(default=0, init=False, repr=False)
 
     async def decide(self, request: dict[str, str]) -> str:
         return await self.run(decide(request, self.view))
@@ -53,6 +61,8 @@ class Engine:
                     results = await self.store.run(ops)
                 except StoreUnavailable as error:
                     return self._store_down(error)
+                if self._down_since is not None:
+                    self._store_back()
                 ops = decision.send(results)
         except StopIteration as stop:
             return self._finish(stop.value)
@@ -68,6 +78,31 @@ class Engine:
 
     def _store_down(self, error: StoreUnavailable) -> str:
         self.store_errors += 1
-        log.error("counter store unavailable (%s): failing %s", error, self.fail_mode)
+        self._log_store_down(error)
         self.on_event(Event("system.store", "counters", f"{error}; failing {self.fail_mode}"))
         return "DUNNO" if self.fail_mode == "open" else STORE_DOWN_CLOSED
+
+    def _log_store_down(self, error: StoreUnavailable) -> None:
+        now = self.clock()
+        if self._down_since is None:
+            self._down_since, self._down_failures = now, 0
+        self._down_failures += 1
+        if self._down_failures > 1 and now - self._down_logged_at < STORE_DOWN_LOG_EVERY:
+            self._down_unlogged += 1
+            return
+        unlogged = (
+            f" ({self._down_unlogged} more since the last line)" if self._down_unlogged else ""
+        )
+        log.error("counter store unavailable (%s): failing %s%s", error, self.fail_mode, unlogged)
+        self._down_logged_at, self._down_unlogged = now, 0
+
+    def _store_back(self) -> None:
+        assert self._down_since is not None
+        log.warning(
+            "counter store reachable again after %.0fs; %d decisions failed %s meanwhile",
+            self.clock() - self._down_since,
+            self._down_failures,
+            self.fail_mode,
+        )
+        self._down_since = None
+        self._down_unlogged = 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from postwarden.policyd.counters import bucket_seconds
 from postwarden.policyd.decide import Add, Ban, BanCheck, Op, Result, SimilarSizes, Take
-from postwarden.policyd.resp import RespClient, RespError
+from postwarden.policyd.resp import RespClient, RespError, reason
 from postwarden.policyd.stores import StoreUnavailable
 
 log = logging.getLogger("postwarden.policyd")
@@ -189,7 +189,7 @@ class RedisStore:
                     raise
                 raw = await self.client.call("EVAL", SCRIPT, 0, *arguments)
         except (RespError, OSError, ConnectionError, TimeoutError) as error:
-            raise StoreUnavailable(f"redis: {error}") from None
+            raise StoreUnavailable(f"redis: {reason(error)}") from None
         return decode(ops, list(raw))
 
     async def close(self) -> None:

@@ -97,6 +97,21 @@ class _Protocol(asyncio.Protocol):
                 future.set_exception(error)
 
 
+class RedisUnavailable(ConnectionError):
+    """No connection to Redis: the attempt failed, or failed a moment ago and the
+    client waits for its backoff before trying again."""
+
+
+def reason(error: BaseException) -> str:
+    """The class and message of ``error``: some (a TimeoutError) have no message."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+FIRST_BACKOFF = 1.0
+LONGEST_BACKOFF = 5.0
+
+
 class RespClient:
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         parts = urlsplit(url)
@@ -107,7 +122,10 @@ class RespClient:
         self.database = int(parts.path.strip("/") or 0)
         self.timeout = timeout
         self._protocol: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._attempt: asyncio.Task[_Protocol] | None = None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._last_failure = ""
         self._watchdog: asyncio.Task[None] | None = None
 
     async def call(self, *arguments: str | int | float | bytes) -> RespValue:
@@ -130,24 +148,47 @@ class RespClient:
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             return protocol
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._protocol is not None and self._protocol.transport is not None:
-                return self._protocol
-            loop = asyncio.get_running_loop()
-            _, fresh = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self.host, self.port), self.timeout
-            )
+        if self._attempt is None:
+            # while Redis is down, one attempt per backoff period rather than one
+            # per decision: the others fail at once instead of queueing for seconds
+            if time.monotonic() < self._retry_at:
+                raise RedisUnavailable(f"{self._last_failure} (next attempt in a moment)")
+            self._attempt = asyncio.create_task(self._connect())
+        # shielded: one waiter giving up must not cancel the attempt the others share
+        return await asyncio.shield(self._attempt)
+
+    async def _connect(self) -> _Protocol:
+        try:
+            # the handshake too: a server that accepts and never answers AUTH would
+            # otherwise hold every decision, and no watchdog sees this connection yet
+            fresh = await asyncio.wait_for(self._open(), self.timeout)
+        except Exception as error:
+            self._backoff = min(self._backoff * 2, LONGEST_BACKOFF) or FIRST_BACKOFF
+            self._retry_at = time.monotonic() + self._backoff
+            self._last_failure = f"cannot connect to {self.host}:{self.port}: {reason(error)}"
+            raise RedisUnavailable(self._last_failure) from error
+        finally:
+            self._attempt = None
+        self._backoff = 0.0
+        self._protocol = fresh
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch())
+        return fresh
+
+    async def _open(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        transport, fresh = await loop.create_connection(_Protocol, self.host, self.port)
+        try:
             if self.password is not None:
                 login = (self.username, self.password) if self.username else (self.password,)
                 await self._send(fresh, ("AUTH", *login))
             if self.database:
                 await self._send(fresh, ("SELECT", self.database))
-            self._protocol = fresh
-            if self._watchdog is None:
-                self._watchdog = asyncio.create_task(self._watch())
-            return fresh
+        except BaseException:
+            # a refused login or a timeout: a connection kept open here is never used
+            transport.abort()
+            raise
+        return fresh
 
     async def _watch(self) -> None:
         """A server that stops answering fails every waiting call after ``timeout``."""
@@ -164,5 +205,7 @@ class RespClient:
     async def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._attempt is not None:
+            self._attempt.cancel()
         if self._protocol is not None and self._protocol.transport is not None:
             self._protocol.transport.close()
