@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from postwarden.policyd.counters import BUCKETS, Counters, Window
 from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
 from postwarden.policyd.persist import CounterFile
+from postwarden.policyd.stores import LocalStore
 
 HOUR = 3600
 
@@ -161,3 +165,156 @@ def test_changed_keys_come_in_the_tables_order_and_only_once(tmp_path: Path) -> 
     assert stored.changed_keys(counters) == ["list:a", "user:b", "user:c"]
     assert stored.changed_keys(counters) == []
     stored.close()
+
+
+def stored_keys(path: str) -> set[str]:
+    again = Counters()
+    stored = CounterFile(path)
+    stored.load(again)
+    stored.close()
+    return set(again.windows)
+
+
+async def test_a_clean_close_writes_every_pending_key(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    store = LocalStore(path, clock=lambda: 1_000_000.0, flush_interval=0.0)
+    keys = {f"user:{number}" for number in range(1000)}
+    store.run_now([Take(key, 1, 5, HOUR) for key in sorted(keys)])
+    # the writer has started on its slices when the daemon stops
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert 0 < len(stored_keys(path)) < len(keys)
+    await store.close()
+    assert stored_keys(path) == keys
+
+
+async def test_keys_whose_write_failed_are_written_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    store = LocalStore(path, clock=lambda: 1_000_000.0, flush_interval=0.0)
+    assert store.file is not None
+    write, failures = store.file.write, [sqlite3.OperationalError("database or disk is full")]
+
+    def write_or_fail(rows: list[tuple[str, str, str | bytes]], gone: list[str]) -> int:
+        if failures:
+            raise failures.pop()
+        return write(rows, gone)
+
+    monkeypatch.setattr(store.file, "write", write_or_fail)
+    keys = {f"user:{number}" for number in range(1000)}
+    store.run_now([Take(key, 1, 5, HOUR) for key in sorted(keys)])
+    while failures:  # the writer meets the full disk
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # and tries again
+    assert stored_keys(path) == keys
+    await store.close()
+
+
+def test_a_failed_save_keeps_the_keys_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counters = Counters()
+    counters.run([Take("user:a", 1, 5, HOUR), Ban("192.0.2.9", 60)], 1000.0)
+    stored = CounterFile(str(tmp_path / "counters.sqlite"))
+
+    def full(rows: list[tuple[str, str, str | bytes]], gone: list[str]) -> int:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(stored, "write", full)
+    with pytest.raises(sqlite3.OperationalError):
+        stored.save(counters)
+    assert counters.dirty == {"user:a", "ban:192.0.2.9"}
+    monkeypatch.undo()
+    assert stored.save(counters) == 2
+    stored.close()
+
+
+def test_a_long_window_outlives_a_week_of_sweeps() -> None:
+    month = 30 * 86400
+    counters = Counters()
+    start = 1_000_000.0
+    assert counters.run([Take("user:a", 10, 10, month)], start) == [True]
+    # swept daily, as the store does, with the policy's longest window
+    for day in range(1, 30):
+        counters.sweep(start + day * 86400, month)
+    assert counters.run([Take("user:a", 1, 10, month)], start + 29 * 86400) == [False]
+    # the count leaves the window at most a bucket late, and the sweep not before it
+    bucket = month // BUCKETS
+    counters.sweep(start + month - 1, month)
+    assert "user:a" in counters.windows
+    assert counters.run([Take("user:a", 1, 10, month)], start + month + 2 * bucket) == [True]
+
+
+@pytest.mark.parametrize("window", [HOUR, 3601, 30 * 86400])
+def test_a_swept_window_had_no_count_left(window: int) -> None:
+    # whenever the sweep forgets a window, expiring it would have emptied it too
+    counters, start = Counters(), 1_000_000.0
+    for step in range(150):
+        counters.run([Take(f"k{step}", 1, 5, window)], start + step * window / 50)
+    for step in range(400):
+        now = start + step * window / 50
+        kept = {
+            key: Window(w.bucket_seconds, list(w.buckets), w.total)
+            for key, w in counters.windows.items()
+        }
+        counters.sweep(now, window)
+        for key in set(kept) - set(counters.windows):
+            kept[key].expire(now, window)
+            assert kept[key].total == 0, (key, now)
+        counters.windows = kept
+
+
+async def test_a_corrupt_counters_file_is_moved_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "counters.sqlite"
+    garbage = b"not a database, just bytes " * 200
+    path.write_bytes(garbage)
+    store = LocalStore(str(path), clock=lambda: 1_000_000.0)
+    assert store.counters.windows == {}
+    (aside,) = tmp_path.glob("counters.sqlite.corrupt-*")
+    assert aside.read_bytes() == garbage
+    assert str(path) in caplog.text
+    assert str(aside) in caplog.text
+    store.run_now([Take("user:a", 1, 5, HOUR)])
+    await store.close()
+    assert stored_keys(str(path)) == {"user:a"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        ("window", b"\x01\x02\x03"),
+        ("window", b"\x3c" + b"\x00" * 15 + b"\x01" * 8),
+        ("window", "garbage"),
+        ("sizes", b"\x01\x02\x03"),
+        ("sizes", "1.0:x"),
+        ("ban", b"\xff\xfe"),
+    ],
+)
+def test_an_unreadable_row_is_skipped_and_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, data: str | bytes
+) -> None:
+    path = tmp_path / "counters.sqlite"
+    counters = Counters()
+    counters.run([Take("user:a", 1, 5, HOUR)], 1_000_000.0)
+    stored = CounterFile(str(path))
+    stored.save(counters)
+    stored.close()
+    key = "ban:192.0.2.9" if kind == "ban" else "user:bad"
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO counters VALUES (?, ?, ?)", (key, kind, data))
+
+    again = Counters()
+    reopened = CounterFile(str(path))
+    reopened.load(again)
+    assert set(again.windows) == {"user:a"}
+    assert again.sizes == {}
+    assert again.bans == {}
+    assert str(path) in caplog.text
+    assert "unreadable" in caplog.text
+    reopened.save(again)  # the bad row goes with the next write
+    reopened.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT key FROM counters").fetchall() == [("user:a",)]

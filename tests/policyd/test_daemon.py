@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from postwarden.policyd import daemon as policyd
+from postwarden.policyd.runtime import build_runtime
+from postwarden.policyd.settings import PolicydSettings
+from postwarden.policyd.stores import LocalStore
 from tests.e2e.mailhost import wait_for_port
 
 POLICY = """\
@@ -70,7 +74,8 @@ class Daemon:
 
 
 def write_policy(directory: Path, limit: str) -> None:
-    (directory / "policy.yml").write_text(POLICY.replace("LIMIT", limit), encoding="utf-8")
+    rate = limit if "/" in limit else f"{limit}/h"
+    (directory / "policy.yml").write_text(POLICY.replace("LIMIT/h", rate), encoding="utf-8")
 
 
 @pytest.fixture
@@ -244,3 +249,39 @@ def test_ten_thousand_fuzzed_requests(daemon: Daemon) -> None:
     with connect(daemon) as fresh:
         assert ask(fresh, "nobody@example.com") == "DUNNO"
     assert os.path.exists(daemon.directory / "counters.sqlite")
+
+
+def in_process(directory: Path) -> policyd.Daemon:
+    settings = PolicydSettings(
+        policy=str(directory / "policy.yml"),
+        secrets=str(directory / "secrets.yml"),
+        sqlite_path=str(directory / "counters.sqlite"),
+        usage_log=str(directory / "usage.sqlite"),
+        pool_state=str(directory / "pools.json"),
+        dnsbl_zones=[],
+    )
+    return policyd.Daemon.start(settings, build_runtime(settings))
+
+
+async def test_counts_are_kept_as_long_as_the_longest_window(tmp_path: Path) -> None:
+    write_policy(tmp_path, "1000/30d")
+    daemon = in_process(tmp_path)
+    store = daemon.engine.store
+    assert isinstance(store, LocalStore)
+    assert store.longest_window == 30 * 86400
+    write_policy(tmp_path, "2/h")
+    await daemon.reload()
+    assert store.longest_window == 3600
+    daemon.usage.close()
+    await store.close()
+
+
+async def test_the_state_label_is_one_of_postfixs_states(tmp_path: Path) -> None:
+    write_policy(tmp_path, "2")
+    daemon = in_process(tmp_path)
+    for state in ("RCPT", "END-OF-MESSAGE", "rcpt", "x" * 20, "y" * 20, "", "\u00e9"):
+        daemon.decide_now({"request": "smtpd_access_policy", "protocol_state": state})
+    assert dict(daemon.metrics.stats.requests) == {"RCPT": 1, "END-OF-MESSAGE": 1, "other": 5}
+    assert all(policyd.state_label({"protocol_state": s}) == s for s in policyd.PROTOCOL_STATES)
+    daemon.usage.close()
+    await daemon.engine.store.close()

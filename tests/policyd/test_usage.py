@@ -3,19 +3,22 @@ PURGE_EVERY, and nothing lost on close."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from postwarden.policyd.decide import UsageRow
-from postwarden.policyd.usage import PURGE_EVERY, UsageLog
+from postwarden.policyd.usage import PURGE_EVERY, PURGE_SLICE, UsageLog
 
 START = 1_000_000.0
 RETENTION = 1000
 
 ALICE = UsageRow("alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO")
+ALICE_ROW = ("alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO")
 BOB = UsageRow("bob@example.org", "info@example.org", 1, 512, "2001:db8::7", None, "HOLD too much")
 
 
@@ -193,3 +196,78 @@ def test_the_write_ahead_log_is_checkpointed_off_the_loop(tmp_path: Path) -> Non
     assert fresh.execute("SELECT COUNT(*) FROM usage").fetchone() == (300,)
     fresh.close()
     log.close()
+
+
+def test_a_large_purge_goes_a_slice_at_a_time(usage: UsageLog, path: Path, clock: Clock) -> None:
+    expired = 2 * PURGE_SLICE + 10
+    usage.flush()  # the first purge: nothing old yet
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
+            "NULL, 'DUNNO')",
+            [(START + number / expired,) for number in range(expired)],
+        )
+    clock.now = START + PURGE_EVERY + 2  # all of them past the retention
+    usage.add(ALICE)
+    assert usage.flush() == 1
+    # one flush, one slice: the event loop is held for a slice, not for the purge
+    assert len(rows(path)) == expired + 1 - PURGE_SLICE
+    assert usage.purging
+    flushes = 1
+    while usage.purging:
+        usage.flush()
+        flushes += 1
+    assert flushes == 3
+    assert rows(path) == [(clock.now, *ALICE_ROW)]
+
+
+async def test_the_daemon_yields_between_purge_slices(
+    usage: UsageLog, path: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postwarden.policyd import daemon
+
+    monkeypatch.setattr(daemon, "FLUSH_INTERVAL", 0.2)
+    usage.flush()
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
+            "NULL, 'DUNNO')",
+            [(START,)] * (5 * PURGE_SLICE),
+        )
+    clock.now = START + PURGE_EVERY
+    seen: list[int] = []
+
+    async def watch() -> None:  # another task of the loop, as a reply would be
+        while True:
+            seen.append(len(rows(path)))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    flusher = asyncio.create_task(daemon.Daemon.flush_forever(cast(daemon.Daemon, Holder(usage))))
+    await asyncio.sleep(0.3)  # one interval: the whole purge, not a slice per interval
+    flusher.cancel()
+    watcher.cancel()
+    await asyncio.gather(flusher, watcher, return_exceptions=True)
+    assert rows(path) == []
+    assert {5 * PURGE_SLICE - n * PURGE_SLICE for n in range(1, 5)} <= set(seen)
+
+
+class Holder:
+    def __init__(self, usage: UsageLog) -> None:
+        self.usage = usage
+
+
+def test_a_corrupt_usage_log_is_moved_aside(
+    path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    path.parent.mkdir(parents=True)
+    garbage = b"\x00garbage, not SQLite" * 300
+    path.write_bytes(garbage)
+    log = UsageLog(str(path), RETENTION, clock)
+    (aside,) = path.parent.glob("usage.sqlite.corrupt-*")
+    assert aside.read_bytes() == garbage  # the base of past reports: kept, not deleted
+    assert str(path) in caplog.text
+    assert str(aside) in caplog.text
+    log.add(ALICE)
+    log.close()
+    assert [r[1] for r in rows(path)] == ["alice@example.com"]

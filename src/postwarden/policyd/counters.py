@@ -135,10 +135,12 @@ class Counters:
         """Forget what no window can see any more: memory stays bounded by activity.
         Forgotten keys count as changed, so the write-behind deletes them too."""
         horizon = now - longest_window - BUCKETS
+        # a bucket counts until one bucket after its end has left the window (see
+        # Window.expire): a key is forgotten no sooner, or a count would end early
         old_windows = [
             key
             for key, window in self.windows.items()
-            if not window.buckets or window.buckets[-2] * window.bucket_seconds < horizon
+            if not window.buckets or (window.buckets[-2] + 2) * window.bucket_seconds < horizon
         ]
         for key in old_windows:
             del self.windows[key]

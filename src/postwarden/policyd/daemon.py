@@ -25,15 +25,26 @@ from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.pools import PoolRuntime
 from postwarden.policyd.runtime import LoaderFailed, Runtime, load_runtime_async
-from postwarden.policyd.server import PolicyServer
+from postwarden.policyd.server import ERROR_ACTION, PolicyServer
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
 from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.usage import UsageLog
+from postwarden.policyd.view import PolicyView
 
 log = logging.getLogger("postwarden.policyd")
 FLUSH_INTERVAL = 1.0
+PROTOCOL_STATES = frozenset(
+    ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN")
+)
+"""Postfix's stages: the only values of the requests{state} label. The client sends
+the state; each new value would otherwise be a new time series, kept forever."""
+
+
+def state_label(request: dict[str, str]) -> str:
+    state = request.get("protocol_state", "")
+    return state if state in PROTOCOL_STATES else "other"
 
 
 class _Formatter(logging.Formatter):
@@ -78,12 +89,12 @@ def sd_notify(message: str) -> None:
         sock.sendto(message.encode(), address)
 
 
-def make_store(settings: PolicydSettings) -> Store:
+def make_store(settings: PolicydSettings, view: PolicyView) -> Store:
     if settings.store == "redis":
         from postwarden.policyd.redis_store import RedisStore
 
         return RedisStore(settings.redis_url or "redis://127.0.0.1:6379/0")
-    return LocalStore(settings.sqlite_path)
+    return LocalStore(settings.sqlite_path, longest_window=view.longest_window())
 
 
 def read_pool_state(path: str) -> dict[str, str]:
@@ -127,7 +138,7 @@ class Daemon:
             runtime.hostname,
             on_sent=lambda channel, result: metrics.notifications.labels(channel, result).inc(),
         )
-        engine = Engine(runtime.view, make_store(settings), settings.fail_mode)
+        engine = Engine(runtime.view, make_store(settings, runtime.view), settings.fail_mode)
         daemon = cls(
             settings,
             metrics,
@@ -166,7 +177,7 @@ class Daemon:
     def _record(self, request: dict[str, str], action: str, started: float) -> None:
         stats = self.metrics.stats
         stats.record(
-            request.get("protocol_state", "")[:20],
+            state_label(request),
             action.partition(" ")[0],
             time.perf_counter() - started,
         )
@@ -187,6 +198,8 @@ class Daemon:
             log.error("reload refused: %s; the policy in use stays", error)
             return
         self.engine.view = runtime.view
+        if isinstance(self.engine.store, LocalStore):
+            self.engine.store.longest_window = runtime.view.longest_window()
         self.dispatcher.policy = runtime.policy
         self.pools = PoolRuntime(
             runtime.policy, runtime.hostname, self.pools.overrides, runtime.view.user_pools
@@ -235,7 +248,7 @@ class Daemon:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             # in slices on the loop: see LocalStore for why not in a thread
-            while self.usage.flush(limit=WRITE_SLICE) == WRITE_SLICE:
+            while self.usage.flush(limit=WRITE_SLICE) == WRITE_SLICE or self.usage.purging:
                 await asyncio.sleep(0)
 
 
@@ -243,7 +256,9 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
     daemon = Daemon.start(settings, runtime)
     del runtime  # the daemon holds what it uses; a reload must be able to free it
     settle_memory()
-    server = PolicyServer(daemon.decide, daemon.decide_now)
+    # a decision that fails by a bug answers as the store being down would
+    failed = "DUNNO" if settings.fail_mode == "open" else ERROR_ACTION
+    server = PolicyServer(daemon.decide, daemon.decide_now, error_action=failed)
     for address in settings.listen:
         await server.listen(address)
     socketmap = SocketmapServer(daemon.transport_for)

@@ -7,13 +7,17 @@ count; a crash loses at most the last interval of counts.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import struct
 from array import array
 from collections import deque
 from itertools import chain
 
 from postwarden.policyd.counters import Counters, Window
-from postwarden.policyd.sqlite_files import open_for_loop
+from postwarden.policyd.sqlite_files import is_corrupt, move_aside, open_with_schema
+
+log = logging.getLogger("postwarden.policyd")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -33,24 +37,46 @@ class CounterFile:
     def __init__(self, path: str) -> None:
         self.path = path
         # changed keys are written in key order, so a slice touches neighbouring pages
-        self.db = open_for_loop(path, cache_mb=4)
-        self.db.execute(SCHEMA)
+        self.db = open_with_schema(path, cache_mb=4, schema=SCHEMA)
 
     def load(self, counters: Counters) -> None:
-        for key, kind, data in self.db.execute("SELECT key, kind, data FROM counters"):
-            if kind == "window":
-                counters.windows[key] = _window(data)
-            elif kind == "sizes":
-                counters.sizes[key] = _sizes(data)
-            elif kind == "ban":
-                counters.bans[key.removeprefix("ban:")] = float(data)
+        """Read the counts back. The file is a cache of recent windows: an unreadable
+        file is moved aside and counting starts over, rather than the daemon not
+        starting; an unreadable row is skipped, and deleted by the next write."""
+        bad: list[object] = []
+        try:
+            for key, kind, data in self.db.execute("SELECT key, kind, data FROM counters"):
+                try:
+                    _load_row(counters, key, kind, data)
+                except (struct.error, ValueError, TypeError):
+                    bad.append(key)
+        except sqlite3.DatabaseError as error:
+            if not is_corrupt(error):
+                raise
+            self.db.close()
+            move_aside(self.path, error)
+            counters.windows.clear()
+            counters.sizes.clear()
+            counters.bans.clear()
+            self.db = open_with_schema(self.path, cache_mb=4, schema=SCHEMA)
+            return
+        if bad:
+            log.error(
+                "%s: skipped %d unreadable counter rows (first: %r)", self.path, len(bad), bad[0]
+            )
+            counters.dirty.update(key for key in bad if isinstance(key, str))
 
     def changed_keys(self, counters: Counters) -> list[str]:
         """Take the keys changed since the last call, in the table's order: written in
         that order, consecutive rows share pages, and a slice of them rewrites a few
-        pages of the file instead of one page per row."""
+        pages of the file instead of one page per row. Whoever takes them and fails to
+        write them hands them back with ``unwritten``."""
         dirty, counters.dirty = counters.dirty, set()
         return sorted(dirty)
+
+    def unwritten(self, counters: Counters, keys: list[str]) -> None:
+        """Mark ``keys`` as changed again: they did not reach the file."""
+        counters.dirty.update(keys)
 
     def rows(
         self, counters: Counters, keys: list[str]
@@ -89,24 +115,43 @@ class CounterFile:
 
     def save(self, counters: Counters) -> int:
         """Write what changed since the last save; return how many keys."""
-        return self.write(*self.rows(counters, self.changed_keys(counters)))
+        keys = self.changed_keys(counters)
+        try:
+            return self.write(*self.rows(counters, keys))
+        except sqlite3.Error:
+            self.unwritten(counters, keys)
+            raise
 
     def close(self) -> None:
         self.db.close()
+
+
+def _load_row(counters: Counters, key: str, kind: str, data: str | bytes) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"key {key!r}")
+    if kind == "window":
+        counters.windows[key] = _window(data)
+    elif kind == "sizes":
+        counters.sizes[key] = _sizes(data)
+    elif kind == "ban":
+        counters.bans[key.removeprefix("ban:")] = float(data)
 
 
 def _window(data: str | bytes) -> Window:
     if isinstance(data, bytes):
         bucket, total = _WINDOW_HEAD.unpack_from(data)
         buckets = array("q", data[_WINDOW_HEAD.size :]).tolist()
-        return Window(bucket, buckets, total)
-    bucket_text, total_text, pairs = data.split("|", 2)
-    flat: list[int] = []
-    for item in pairs.split(";"):
-        if item:
-            number, _, count = item.partition(":")
-            flat += (int(number), int(count))
-    return Window(int(bucket_text), flat, int(total_text))
+    else:
+        bucket_text, total_text, pairs = data.split("|", 2)
+        bucket, total, buckets = int(bucket_text), int(total_text), []
+        for item in pairs.split(";"):
+            if item:
+                number, _, count = item.partition(":")
+                buckets += (int(number), int(count))
+    # a window that cannot be counted with would fail later, on a request
+    if bucket < 1 or len(buckets) % 2:
+        raise ValueError(f"window of {bucket} s with {len(buckets)} numbers")
+    return Window(bucket, buckets, total)
 
 
 def _sizes(data: str | bytes) -> deque[tuple[float, int]]:

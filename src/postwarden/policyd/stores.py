@@ -39,6 +39,8 @@ class LocalStore:
         flush_interval: float = 1.0,
         longest_window: int = 86400 * 7,
     ) -> None:
+        """``longest_window``: the longest window the policy counts in (see
+        ``PolicyView.longest_window``); a key idle for longer is forgotten."""
         self.counters = Counters()
         self.clock = clock
         self.flush_interval = flush_interval
@@ -74,9 +76,16 @@ class LocalStore:
 
     async def _write_changes(self, file: CounterFile) -> None:
         keys = file.changed_keys(self.counters)
-        for start in range(0, len(keys), WRITE_SLICE):
-            file.write(*file.rows(self.counters, keys[start : start + WRITE_SLICE]))
-            await asyncio.sleep(0)
+        written = 0
+        try:
+            while written < len(keys):
+                file.write(*file.rows(self.counters, keys[written : written + WRITE_SLICE]))
+                written += WRITE_SLICE
+                await asyncio.sleep(0)
+        finally:
+            # a failed slice, or a cancel between slices: the rest waits for the next
+            # write (or close's), instead of being lost
+            file.unwritten(self.counters, keys[written:])
 
     def flush(self) -> None:
         if self.file is not None and self.counters.dirty:
@@ -88,6 +97,10 @@ class LocalStore:
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
+            # wait for the cancel to land: it hands back the keys of the slices not
+            # yet written, which the flush below then writes
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
         self.flush()
         if self.file is not None:
             self.file.close()

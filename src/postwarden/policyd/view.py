@@ -37,6 +37,20 @@ class PolicyView:
     trusted_networks: tuple[IPNetwork, ...] = ()
     """The host's own networks (Postfix's mynetworks): they relay without a login."""
 
+    def longest_window(self) -> int:
+        """The longest window anything is counted in, in seconds: counts idle for
+        longer can be forgotten, and none sooner (a 30-day throttle keeps 30 days)."""
+        throttles = {n.name: n.throttle for n in self.user_throttles.values()}
+        throttles.update((n.name, n.throttle) for n in self.list_throttles.values())
+        windows = [
+            rate.window
+            for throttle in throttles.values()
+            for rate in (throttle.messages, throttle.recipients, throttle.bytes)
+            if rate is not None
+        ]
+        windows += [rule.within for rule in (self.internal_spammer, self.bad_sessions) if rule]
+        return int(max(windows, default=0))
+
     def is_local(self, address: str) -> bool:
         return address.rpartition("@")[2] in self.local_domains
 
