@@ -413,14 +413,7 @@ def relayed(view: PolicyView, counters: Counters, sender: str, client: str) -> V
         "recipient_count": "1",
         "client_address": client,
     }
-    decision = decide(request, view)
-    try:
-        ops = next(decision)
-        while True:
-            ops = decision.send(counters.run(ops, 1_000_000.0))
-    except StopIteration as stop:
-        verdict: Verdict = stop.value
-        return verdict
+    return drive(decide(request, view), counters)
 
 
 def test_local_applications_are_throttled_by_their_sender(write_policy: WritePolicy) -> None:
