@@ -20,7 +20,7 @@ from postwarden.policyd.decide import Add, Ban, BanCheck, Event, Op, Result, Sim
 from postwarden.policyd.engine import STORE_DOWN_CLOSED, Engine
 from postwarden.policyd.redis_store import RedisStore
 from postwarden.policyd.stores import StoreUnavailable
-from postwarden.policyd.view import compile_view
+from postwarden.policyd.view import PolicyView, compile_view
 from tests.e2e.mailhost import wait_for_port
 from tests.policyd.test_daemon import Daemon, ask, connect, free_port, write_policy
 from tests.throwaway_redis import redis_server_command
@@ -100,7 +100,8 @@ async def test_exact_under_concurrency_across_clients(redis_server: RedisServer)
     assert sum(1 for r in results if r == [True]) == 150
 
 
-async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path) -> None:
+def alices_message(tmp_path: Path) -> tuple[PolicyView, dict[str, str]]:
+    """A policy allowing alice 100 messages an hour, and her END-OF-MESSAGE request."""
     from postwarden.policy.load import load_policy
 
     write_policy(tmp_path, "100")
@@ -111,6 +112,11 @@ async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path
         "size": "10",
         "client_address": "192.0.2.1",
     }
+    return view, request
+
+
+async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path) -> None:
+    view, request = alices_message(tmp_path)
     closed = Engine(view, RedisStore(redis_server.url), "closed")
     opened = Engine(view, RedisStore(redis_server.url), "open")
     assert await closed.decide(request) == "DUNNO"
@@ -208,16 +214,7 @@ class DownStore:
 async def test_store_down_is_logged_once_a_minute(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from postwarden.policy.load import load_policy
-
-    write_policy(tmp_path, "100")
-    view = compile_view(load_policy(tmp_path / "policy.yml").policy)
-    request = {
-        "protocol_state": "END-OF-MESSAGE",
-        "sasl_username": "alice@example.com",
-        "size": "10",
-        "client_address": "192.0.2.1",
-    }
+    view, request = alices_message(tmp_path)
     now = [1000.0]
     events: list[Event] = []
     store = DownStore()
