@@ -11,10 +11,11 @@ import typer
 
 from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
 from postwarden.policy.problems import Problem, dumps, errors, to_json
+from postwarden.render.guard import UnsafeValue
 from postwarden.render.host import HostSettings, load_host_settings
 from postwarden.render.plan import DEFAULT_MAX_SHARE, as_json, as_markdown, as_text, make_plan
 from postwarden.render.render import render
-from postwarden.render.tree import write_tree
+from postwarden.render.tree import RenderedTree, write_tree
 from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
 
@@ -155,6 +156,16 @@ def _host_or_exit(host_vars: Path | None) -> HostSettings:
         raise typer.Exit(1) from None
 
 
+def _render_or_exit(loaded: LoadedPolicy, host: HostSettings) -> RenderedTree:
+    """The host's files; a value the renderer's own guard refuses stops everything."""
+    try:
+        return render(loaded, host)
+    except UnsafeValue as unsafe:
+        typer.echo(f"{loaded.policy_file}: {unsafe}", err=True)
+        typer.echo(f"{loaded.policy_file}: nothing was written", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command("render")
 def render_command(
     policy: PolicyArg,
@@ -167,8 +178,7 @@ def render_command(
 ) -> None:
     """Render every config file into DIR/etc/...: all of it, or nothing on error."""
     loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
-    host = _host_or_exit(host_vars)
-    tree = render(loaded, host)
+    tree = _render_or_exit(loaded, _host_or_exit(host_vars))
     write_tree(tree, output_dir)
     secret = sum(1 for f in tree.values() if f.secret)
     typer.echo(f"rendered {len(tree)} files into {output_dir} ({secret} readable by owners only)")
@@ -198,7 +208,7 @@ def plan_command(
 ) -> None:
     """Show what rendering would change against DIR, without writing anything."""
     loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
-    plan = make_plan(render(loaded, _host_or_exit(host_vars)), against)
+    plan = make_plan(_render_or_exit(loaded, _host_or_exit(host_vars)), against)
     formatter = {
         PlanFormat.text: as_text,
         PlanFormat.markdown: as_markdown,
@@ -253,7 +263,7 @@ def policyd_command(
         overrides["policy"] = str(policy)
         overrides["secrets"] = str(secrets or policy.parent / "secrets.yml")
     if listen:
-        overrides["listen"] = listen
+        overrides["listen"] = [_listen_or_exit(address) for address in listen]
     if log_file is not None:
         overrides["log_file"] = log_file
     settings = settings.model_copy(update=overrides)
@@ -269,6 +279,23 @@ def policyd_command(
         typer.echo(f"{settings_file or settings.policy}: ok")
         return
     run(settings, runtime)
+
+
+def _listen_or_exit(address: str) -> str:
+    from postwarden.policy.endpoints import parse_listen
+
+    try:
+        return parse_listen(address)
+    except ValueError as error:
+        typer.echo(f"--listen: {_message(error)}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _message(error: ValueError) -> str:
+    """A typed value's message and hint, as the policy's problems show them."""
+    context = getattr(error, "context", None) or {}
+    message = str(context.get("message", error))
+    return f"{message} ({context['hint']})" if context.get("hint") else message
 
 
 pool_app = typer.Typer(help="Outbound IP pools at run time, through postwarden-policyd.")

@@ -20,6 +20,7 @@ from postwarden.policy.model_errors import convert
 from postwarden.policy.problems import Problem, dotted
 from postwarden.render.dovecot import VMAIL_USER
 from postwarden.render.fail2ban import DOVECOT_LOG, POLICYD_LOG, POSTFIX_LOG
+from postwarden.render.guard import UnsafeValue
 from postwarden.render.host import HostSettings
 from postwarden.render.postfix import tls_paths
 from postwarden.render.render import render
@@ -150,7 +151,10 @@ def deployment(
 
 def render_for_deploy(request: DeployRequest, host: str) -> dict[str, Any]:
     loaded, settings = load_for_deploy(request, host)
-    tree = render(loaded, settings)
+    try:
+        tree = render(loaded, settings)
+    except UnsafeValue as unsafe:
+        raise DeployInvalid([f"{host}: {unsafe}"]) from None
     services = request.services or SERVICES
     return deployment(loaded, settings, tree, services)
 

@@ -367,20 +367,12 @@ async def test_a_channel_gone_after_a_reload_is_skipped(
     assert sent.results == [("chat", "sent")]
 
 
-@pytest.mark.parametrize("cause", ["not-http", "token-ends-in-newline"])
 async def test_one_broken_channel_does_not_stop_the_worker(
-    write_policy: WritePolicy, chat: HookServer, sms: HookServer, sent: Sent, cause: str
+    write_policy: WritePolicy, chat: HookServer, sent: Sent
 ) -> None:
     not_http = NotHttpServer()
     try:
-        if cause == "not-http":
-            policy = make_policy(
-                write_policy, chat.url("/chat"), f"http://127.0.0.1:{not_http.port}/"
-            )
-        else:
-            # a YAML block scalar keeps its final newline
-            secrets = "hook_token: hook-s3cret\nsms_token: |\n  sms-s3cret\n"
-            policy = make_policy(write_policy, chat.url("/chat"), sms.url("/send"), secrets)
+        policy = make_policy(write_policy, chat.url("/chat"), f"http://127.0.0.1:{not_http.port}/")
         dispatcher = EventDispatcher(policy, HOST, backoff=0.01, on_sent=sent)
         dispatcher.queue("pager", note(HIT, START))
         dispatcher.queue("chat", note(HIT, START))
@@ -416,11 +408,10 @@ notifications:
 events:
   - {{on: throttle.hit, notify: [admins, chat]}}
 """
-# the relay password is not ASCII; the token ends in a newline (a YAML block scalar)
+# the relay password is not ASCII
 LEAKY_SECRETS = """\
 relay_password: pässwörd-RELAYs3cret
-hook_token: |
-  Bearer HEADERs3cret
+hook_token: Bearer HEADERs3cret
 """
 
 
@@ -439,7 +430,7 @@ async def test_the_log_never_shows_a_secret(
             await dispatcher.drain(timeout=5)
     assert sorted(sent.results) == [("admins", "failed"), ("chat", "failed")]
     assert f"notify admins (attempt 1/{ATTEMPTS}): email smtp://127.0.0.1:" in caplog.text
-    assert f"notify chat (attempt 1/{ATTEMPTS}): webhook {chat_url}: ValueError" in caplog.text
+    assert f"notify chat (attempt 1/{ATTEMPTS}): webhook {chat_url}: Connection" in caplog.text
     assert "s3cret" not in caplog.text
     assert "services" not in caplog.text
 

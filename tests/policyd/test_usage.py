@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -226,7 +227,7 @@ async def test_the_daemon_yields_between_purge_slices(
 ) -> None:
     from postwarden.policyd import daemon
 
-    monkeypatch.setattr(daemon, "FLUSH_INTERVAL", 0.2)
+    monkeypatch.setattr(daemon, "FLUSH_INTERVAL", 1.0)
     usage.flush()
     with sqlite3.connect(path) as db:
         db.executemany(
@@ -244,7 +245,10 @@ async def test_the_daemon_yields_between_purge_slices(
 
     watcher = asyncio.create_task(watch())
     flusher = asyncio.create_task(daemon.Daemon.flush_forever(cast(daemon.Daemon, Holder(usage))))
-    await asyncio.sleep(0.3)  # one interval: the whole purge, not a slice per interval
+    # the whole purge in the first interval: a slice per interval would take five
+    deadline = time.monotonic() + 1.9
+    while rows(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     flusher.cancel()
     watcher.cancel()
     await asyncio.gather(flusher, watcher, return_exceptions=True)

@@ -86,15 +86,16 @@ def _finding(error: ErrorDetails, loc: Path, root: type[BaseModel]) -> Finding:
         hint = did_you_mean(str(value), expected) if isinstance(value, str) else None
         shown = repr(value) if isinstance(value, str) else describe(value)
         return Finding(data_path, f"{shown} is not one of: {', '.join(expected)}", hint)
+    secret_where_none_goes = kind != "secret" and (kind in _EXPECTED or "message" in ctx)
+    if isinstance(value, SecretRef | SecretValue) and secret_where_none_goes:
+        return Finding(
+            data_path,
+            "a !secret value is not allowed here",
+            "only passwords and tokens can be secrets",
+        )
     if "message" in ctx:  # our own validators: message and hint as written
         return Finding(data_path, str(ctx["message"]), ctx.get("hint"))
     if kind in _EXPECTED:
-        if isinstance(value, SecretRef | SecretValue):
-            return Finding(
-                data_path,
-                "a !secret value is not allowed here",
-                "only passwords and tokens can be secrets",
-            )
         return Finding(
             data_path,
             f"expected {_EXPECTED[kind]}, got {describe(value)}",

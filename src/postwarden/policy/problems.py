@@ -51,7 +51,11 @@ def dotted(path: Path) -> str:
         if isinstance(step, int):
             text += f"[{step}]"
         else:
-            text += f".{step}" if text else str(step)
+            name = str(step)
+            # a key with a line break or space is shown quoted: the message stays one line
+            if not name.isprintable() or " " in name:
+                name = repr(name)
+            text += f".{name}" if text else name
     return text
 
 

@@ -14,7 +14,7 @@ from pydantic import PlainValidator, ValidationInfo, WithJsonSchema
 
 from postwarden.policy.secret_types import SecretRef, SecretValue
 from postwarden.policy.suggest import did_you_mean
-from postwarden.policy.units import describe, invalid
+from postwarden.policy.units import describe, invalid, parse_text
 
 PASSWORD_HASHES = "password_hashes"
 
@@ -59,3 +59,19 @@ Secret = Annotated[
     PlainValidator(_resolve_secret),
     WithJsonSchema({"type": "string", "description": "a !secret NAME reference to secrets.yml"}),
 ]
+
+
+def _text_or_secret(value: Any, info: ValidationInfo) -> str | SecretValue:
+    if isinstance(value, SecretRef):
+        return _resolve_secret(value, info)
+    return parse_text(value)
+
+
+TextOrSecret = Annotated[
+    str | SecretValue,
+    PlainValidator(_text_or_secret),
+    WithJsonSchema(
+        {"type": "string", "description": "text on one line, or a !secret NAME reference"}
+    ),
+]
+"""A value that may be written in the policy or kept in secrets.yml (an HTTP header)."""

@@ -29,10 +29,29 @@ def invalid(kind: str, message: str, hint: str | None = None) -> PydanticCustomE
     return PydanticCustomError(kind, "{message}", context)
 
 
-def _text(value: Any, what: str, example: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Line breaks (also Unicode's), tabs and every other control character: no value that
+reaches a config file may hold one, since each would end a line or a field there."""
+
+
+def one_line(value: Any, what: str, example: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str):
         raise invalid(what, f"expected {what} like '{example}', got {describe(value)}")
-    return value.strip()
+    text = value.strip()
+    refuse_control(text, what)
+    return text
+
+
+def refuse_control(text: str, what: str) -> None:
+    """Refuse a line break or any other control character inside ``text``."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise invalid(
+            "control_character",
+            f"{what} cannot hold a line break or control character "
+            f"({found.group()!r} in {describe(text)})",
+            "write it on one line, without tabs or control characters",
+        )
 
 
 def describe(value: Any) -> str:
@@ -94,7 +113,7 @@ def parse_size(value: Any) -> ByteSize:
         if value < 0:
             raise invalid("size", f"a size cannot be negative, got {value}")
         return ByteSize(value)
-    text = _text(value, "a size", _SIZE_EXAMPLE)
+    text = one_line(value, "a size", _SIZE_EXAMPLE)
     match = _SIZE_RE.fullmatch(text)
     factor = _SIZE_UNITS.get(match.group(2).lower()) if match else None
     if match is None or factor is None:
@@ -138,7 +157,7 @@ def parse_duration(value: Any) -> Seconds:
         return Seconds(0)
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise invalid("duration", f"the duration {value} has no unit", _DURATION_HINT)
-    text = _text(value, "a duration", "10m")
+    text = one_line(value, "a duration", "10m")
     if not _DURATION_RE.fullmatch(text):
         raise invalid("duration", f"{text!r} is not a duration", _DURATION_HINT)
     total = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
@@ -190,7 +209,7 @@ def _parse_window(text: str, whole: str) -> Seconds:
 
 
 def parse_rate(value: Any) -> Rate:
-    text = _text(value, "a rate", "200/h")
+    text = one_line(value, "a rate", "200/h")
     match = _RATE_RE.fullmatch(text)
     if match is None:
         raise invalid("rate", f"{text!r} is not a rate", _RATE_HINT)
@@ -198,7 +217,7 @@ def parse_rate(value: Any) -> Rate:
 
 
 def parse_byte_rate(value: Any) -> ByteRate:
-    text = _text(value, "a byte rate", "1GiB/d")
+    text = one_line(value, "a byte rate", "1GiB/d")
     amount, slash, window = text.partition("/")
     if not slash:
         raise invalid("byte_rate", f"{text!r} is not a byte rate", "for example '1GiB/d'")
@@ -211,7 +230,7 @@ _PERCENT_RE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
 
 def parse_percent(value: Any) -> float:
-    text = _text(value, "a percentage", "90%")
+    text = one_line(value, "a percentage", "90%")
     match = _PERCENT_RE.fullmatch(text)
     if match is None:
         raise invalid("percent", f"{text!r} is not a percentage", "write it with a %, like '2%'")
@@ -234,6 +253,12 @@ _LOCAL_RE = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_RE = re.compile(_LABEL)
 _PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+_LOCAL_PART_SYNTAX = {"|": "a command to run", "/": "a file to write", "#": "a comment"}
+"""Characters RFC 5322 allows to start a local part but that aliases(5) and every
+lookup table read as syntax: a list member "|cmd@x" would be a command."""
+_PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]*")
+_URL_UNSAFE = re.compile(r"[\s\"<>\\^`{|}]")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _lower_case_hint(text: str) -> str | None:
@@ -241,7 +266,7 @@ def _lower_case_hint(text: str) -> str | None:
 
 
 def parse_domain(value: Any) -> str:
-    text = _text(value, "a domain name", "example.com")
+    text = one_line(value, "a domain name", "example.com")
     if len(text) <= 253 and _DOMAIN_RE.fullmatch(text):
         return text
     hint = _lower_case_hint(text)
@@ -253,8 +278,15 @@ def parse_domain(value: Any) -> str:
 
 
 def parse_address(value: Any) -> str:
-    text = _text(value, "an email address", "alice@example.com")
+    text = one_line(value, "an email address", "alice@example.com")
     local, at, domain = text.rpartition("@")
+    if local[:1] in _LOCAL_PART_SYNTAX:
+        raise invalid(
+            "address",
+            f"{text!r} starts with {local[0]!r}, which Postfix reads as "
+            f"{_LOCAL_PART_SYNTAX[local[0]]} in its tables",
+            "no mailbox needs such a name; give the address another local part",
+        )
     if (
         at
         and len(text) <= 254
@@ -270,7 +302,7 @@ def parse_address(value: Any) -> str:
 
 
 def parse_name(value: Any) -> str:
-    text = _text(value, "a name", "staff")
+    text = one_line(value, "a name", "staff")
     if _NAME_RE.fullmatch(text):
         return text
     raise invalid(
@@ -281,7 +313,7 @@ def parse_name(value: Any) -> str:
 
 
 def parse_dns_label(value: Any) -> str:
-    text = _text(value, "a DNS label", "s2026")
+    text = one_line(value, "a DNS label", "s2026")
     if _LABEL_RE.fullmatch(text):
         return text
     raise invalid(
@@ -292,7 +324,7 @@ def parse_dns_label(value: Any) -> str:
 
 
 def parse_ip(value: Any) -> str:
-    text = _text(value, "an IP address", "203.0.113.10")
+    text = one_line(value, "an IP address", "203.0.113.10")
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
@@ -303,9 +335,20 @@ def parse_ip(value: Any) -> str:
 
 
 def parse_url(value: Any) -> str:
-    text = _text(value, "a URL", "https://hooks.example.net/mail")
-    parts = urlsplit(text)
-    if parts.scheme in ("http", "https") and parts.hostname and " " not in text:
+    text = one_line(value, "a URL", "https://hooks.example.net/mail")
+    unsafe = _URL_UNSAFE.search(text)
+    if unsafe is not None:
+        raise invalid(
+            "url",
+            f"{text!r} holds {unsafe.group()!r}, which a URL may not hold unescaped",
+            "percent-encode it, for example a space as %20",
+        )
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts and parts.scheme in ("http", "https") and parts.hostname:
         return text
     raise invalid(
         "url", f"{text!r} is not an http(s) URL", "for example 'https://example.net/hook'"
@@ -319,7 +362,7 @@ def parse_phone(value: Any) -> str:
             f"expected a phone number like '+15555550100', got the number {value}",
             f'YAML reads an unquoted +{value} as a number; quote it: "+{value}"',
         )
-    text = _text(value, "a phone number", "+15555550100")
+    text = one_line(value, "a phone number", "+15555550100")
     if _PHONE_RE.fullmatch(text):
         return text
     raise invalid(
@@ -330,11 +373,53 @@ def parse_phone(value: Any) -> str:
 
 
 def parse_absolute_path(value: Any) -> str:
-    text = _text(value, "an absolute path", "/etc/ssl/mail.crt")
-    if text.startswith("/") and "\0" not in text and ".." not in text.split("/"):
+    text = one_line(value, "an absolute path", "/etc/ssl/mail.crt")
+    if not text.startswith("/"):
+        raise invalid(
+            "path", f"{text!r} is not an absolute path", "paths on the mail host start with /"
+        )
+    if ".." in text.split("/") or not _PATH_RE.fullmatch(text):
+        raise invalid(
+            "path",
+            f"{text!r} is not a plain path",
+            "use letters, digits and . _ - + @ between the slashes, no '..': "
+            "other characters are syntax in the files that name the path",
+        )
+    return text
+
+
+def parse_text(value: Any) -> str:
+    """Free text on one line: a display name, a header value."""
+    return one_line(value, "a text", "Alice Example")
+
+
+def parse_display_name(value: Any) -> str:
+    text = parse_text(value)
+    if ":" in text:
+        raise invalid(
+            "display_name",
+            f"{text!r} holds ':', which separates the fields of the user files",
+            "leave the ':' out of the name",
+        )
+    return text
+
+
+def parse_login(value: Any) -> str:
+    """A user name to log in with elsewhere (a relay): printable, no spaces."""
+    text = one_line(value, "a login name", "alerts@example.com")
+    if not text or any(c.isspace() for c in text):
+        raise invalid("login", f"{text!r} is not a login name", "write it without spaces")
+    return text
+
+
+def parse_header_name(value: Any) -> str:
+    text = one_line(value, "an HTTP header name", "X-Token")
+    if _HEADER_NAME_RE.fullmatch(text):
         return text
     raise invalid(
-        "path", f"{text!r} is not an absolute path", "paths on the mail host start with /"
+        "header_name",
+        f"{text!r} is not an HTTP header name",
+        "use letters, digits and '-', for example 'X-Api-Key'",
     )
 
 
@@ -425,7 +510,29 @@ Phone = Annotated[
     str, PlainValidator(parse_phone), _json({"type": "string", "pattern": r"^\+[1-9][0-9]{6,14}$"})
 ]
 AbsolutePath = Annotated[
-    str, PlainValidator(parse_absolute_path), _json({"type": "string", "pattern": "^/"})
+    str,
+    PlainValidator(parse_absolute_path),
+    _json({"type": "string", "pattern": "^/[A-Za-z0-9._@+/-]*$"}),
+]
+Text = Annotated[
+    str,
+    PlainValidator(parse_text),
+    _json({"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*$"}),
+]
+DisplayName = Annotated[
+    str,
+    PlainValidator(parse_display_name),
+    _json({"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f:]*$"}),
+]
+Login = Annotated[
+    str,
+    PlainValidator(parse_login),
+    _json({"type": "string", "pattern": "^\\S+$"}),
+]
+HeaderName = Annotated[
+    str,
+    PlainValidator(parse_header_name),
+    _json({"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}),
 ]
 
 

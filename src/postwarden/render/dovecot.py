@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from postwarden.policy.checks import hash_scheme_of
 from postwarden.policy.models import Policy
 from postwarden.policy.secrets import Secrets
+from postwarden.render import guard
 from postwarden.render.host import HostSettings
 from postwarden.render.postfix import DOVECOT_AUTH, DOVECOT_LMTP, tls_paths
 from postwarden.render.templating import header, render_template
@@ -64,12 +65,12 @@ def password_entries(policy: Policy, secrets: Secrets) -> list[tuple[str, str]]:
     ]
 
 
-def user_entries(policy: Policy) -> list[tuple[str, str]]:
+def user_entries(policy: Policy) -> list[tuple[str, list[str]]]:
     """passwd-file userdb lines: the quota as an extra field where one is set."""
     entries = []
     for address in sorted(policy.users):
         quota = policy.users[address].quota
-        extra = f"userdb_quota_rule=*:storage={int(quota)}B" if quota is not None else ""
+        extra = [f"userdb_quota_rule=*:storage={int(quota)}B"] if quota is not None else []
         entries.append((address, extra))
     return entries
 
@@ -94,10 +95,16 @@ def render_dovecot(
         # Dovecot insists on a nonce; it salts password hashes that are never sent here
         policy_nonce=hashlib.sha256(f"postwarden:{hostname}".encode()).hexdigest()[:32],
     )
-    passwords = "".join(f"{user}:{hashed}\n" for user, hashed in password_entries(policy, secrets))
+    passwords = "".join(
+        guard.passwd_line([user, hashed], "the Dovecot passdb")
+        for user, hashed in password_entries(policy, secrets)
+    )
     # user:password:uid:gid:gecos:home:shell:extra — uid, gid and home come from the
     # userdb's default_fields, the password from the passdb
-    users = "".join(f"{user}:::::::{extra}\n" for user, extra in user_entries(policy))
+    users = "".join(
+        guard.passwd_line([user, "", "", "", "", "", "", ""], "the Dovecot userdb", extra)
+        for user, extra in user_entries(policy)
+    )
     return [
         RenderedFile(
             f"{DOVECOT_DIR}/dovecot.conf",

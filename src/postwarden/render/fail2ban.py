@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from postwarden.policy.models import Policy
 from postwarden.policy.models.abuse import BadSmtpSessions
 from postwarden.policy.secrets import Secrets
+from postwarden.render.guard import continued
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import render_template
 from postwarden.render.tree import RenderedFile
@@ -119,7 +120,7 @@ templates read both."""
 
 def _multiline(name: str, values: list[str]) -> str:
     """fail2ban continues a value on lines that start with whitespace."""
-    return ("\n" + " " * (len(name) + 3)).join(values)
+    return continued(values, " " * (len(name) + 3), f"fail2ban {name}")
 
 
 @dataclass(frozen=True)

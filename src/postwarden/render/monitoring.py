@@ -12,7 +12,7 @@ Alertmanager, which routes each one to a receiver holding exactly the channels
 its ``notify`` names. Anything else reaching Alertmanager goes to a receiver
 that does nothing.
 
-The files are written with ``yaml.safe_dump`` rather than a template: the relay
+The files are written with libyaml's safe emitter rather than a template: the relay
 password and the PromQL expressions are quoted by the YAML emitter, not by hand.
 """
 
@@ -256,8 +256,13 @@ def alertmanager_config(
 
 def dump(source: str, data: dict[str, Any]) -> str:
     # a wide line keeps long PromQL expressions on one line instead of folded
-    body = yaml.safe_dump(
-        data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096
+    body = yaml.dump(
+        data,
+        Dumper=yaml.CSafeDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,
     )
     return header(source) + body
 

@@ -45,9 +45,9 @@ def render_policyd(
     policy: Policy, secrets: Secrets, host: HostSettings, source: str, policy_text: str
 ) -> list[RenderedFile]:
     settings = policyd_settings(host)
-    dump = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+    dump = yaml.dump(settings.model_dump(mode="json"), Dumper=yaml.CSafeDumper, sort_keys=False)
     values = named_secrets(secrets)
-    secret_values = yaml.safe_dump(values, sort_keys=True) if values else ""
+    secret_values = yaml.dump(values, Dumper=yaml.CSafeDumper, sort_keys=True) if values else ""
     # a Redis password in the URL makes the settings a secret
     private = bool(settings.redis_url and urlsplit(settings.redis_url).password)
     return [

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from postwarden.policy.models import Policy
 from postwarden.policy.models.ip_pools import IpPool
 from postwarden.policy.secrets import Secrets
+from postwarden.render import guard
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import header, render_template
 from postwarden.render.tree import RenderedFile
@@ -108,8 +110,8 @@ def list_alias(address: str) -> str:
 # -------------------------------------------------------------------- tables
 
 
-def table_lines(entries: Iterable[tuple[str, str]]) -> str:
-    return "".join(f"{key}\t{value}\n" for key, value in entries)
+def table_lines(entries: Iterable[tuple[str, str]], where: str = "a lookup table") -> str:
+    return guard.table(entries, where)
 
 
 def virtual_domains(policy: Policy) -> list[tuple[str, str]]:
@@ -199,26 +201,25 @@ def low_priority_pools(policy: Policy) -> list[str]:
     )
 
 
-def list_aliases(policy: Policy) -> list[tuple[str, str]]:
+def list_aliases(policy: Policy) -> list[tuple[str, list[str]]]:
     """Local aliases: list expansion with owner- aliases, and the system's own names."""
     postmaster = policy.server.postmaster
     entries = [
-        ("postmaster", postmaster),
-        ("root", postmaster),
-        ("mailer-daemon", postmaster),
-        ("abuse", postmaster),
+        ("postmaster", [postmaster]),
+        ("root", [postmaster]),
+        ("mailer-daemon", [postmaster]),
+        ("abuse", [postmaster]),
     ]
     for address in sorted(policy.lists):
         mailing_list = policy.lists[address]
         alias = list_alias(address)
-        entries.append((alias, ", ".join(mailing_list.members)))
-        owners = mailing_list.moderators or [postmaster]
-        entries.append((f"owner-{alias}", ", ".join(owners)))
+        entries.append((alias, list(mailing_list.members)))
+        entries.append((f"owner-{alias}", list(mailing_list.moderators or [postmaster])))
     return entries
 
 
-def alias_lines(entries: Iterable[tuple[str, str]]) -> str:
-    return "".join(f"{key}: {value}\n" for key, value in entries)
+def alias_lines(entries: Iterable[tuple[str, list[str]]]) -> str:
+    return "".join(guard.alias_line(name, targets, "aliases") for name, targets in entries)
 
 
 def internal_recipients() -> str:
@@ -231,10 +232,18 @@ def internal_recipients() -> str:
 # ---------------------------------------------------------------- main.cf
 
 
+_PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     value: str
+
+    def __post_init__(self) -> None:
+        if not _PARAMETER_NAME.fullmatch(self.name):
+            raise guard.UnsafeValue("main.cf", f"would set a parameter named {self.name!r}")
+        guard.one_line(self.value, f"main.cf {self.name}")
 
 
 @dataclass(frozen=True)
@@ -426,6 +435,18 @@ class Service:
     command: str
     options: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        where = f"master.cf {self.name}"
+        guard.words(
+            (self.name, self.kind, self.private, self.unprivileged, self.chroot),
+            where,
+        )
+        guard.words((self.wakeup, self.limit, self.command), where)
+        for option in self.options:
+            guard.field(option, where)
+            if "=" not in option:
+                raise guard.UnsafeValue(where, "has an option without name=value")
+
 
 _BASE_SERVICES = [
     Service("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
@@ -538,7 +559,7 @@ def render_postfix(
     def table(name: str, entries: list[tuple[str, str]]) -> RenderedFile:
         return RenderedFile(
             f"{MAPS_DIR}/{name}",
-            header(source) + table_lines(entries),
+            header(source) + table_lines(entries, name),
             "postfix",
             postmap="postmap",
         )

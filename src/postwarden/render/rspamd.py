@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from postwarden.policy.models import Policy
 from postwarden.policy.secrets import Secrets
+from postwarden.render import guard
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import header, render_template
 from postwarden.render.tree import RenderedFile
@@ -75,7 +76,11 @@ def render_rspamd(
         ),
         RenderedFile(
             f"{DATA_DIR}/dkim_selectors.map",
-            header(source) + "".join(f"{domain} {selector}\n" for domain, selector in selectors),
+            header(source)
+            + "".join(
+                " ".join(guard.words((domain, selector), "the DKIM selector map")) + "\n"
+                for domain, selector in selectors
+            ),
             "rspamd",
         ),
         RenderedFile(

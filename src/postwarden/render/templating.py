@@ -10,6 +10,8 @@ from typing import Any
 
 import jinja2
 
+from postwarden.render.guard import Continued, UnsafeValue, one_line
+
 HEADER_LINES = (
     "managed by postwarden - do not edit: changes are overwritten",
     "source: {policy}",
@@ -25,13 +27,26 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=_one_line,
     )
 
 
+def _one_line(value: Any) -> Any:
+    """Every value a template prints stays on its line, unless it was built to
+    continue on the next ones (``guard.continued``)."""
+    if isinstance(value, str) and not isinstance(value, Continued):
+        one_line(value, "a template value")
+    return value
+
+
 def header(policy: str, comment: str = "#") -> str:
+    one_line(policy, "the policy's name in the header")
     return "".join(f"{comment} {line.format(policy=policy)}\n" for line in HEADER_LINES)
 
 
 def render_template(name: str, policy: str, comment: str = "#", **values: Any) -> str:
-    body = environment().get_template(name).render(**values)
+    try:
+        body = environment().get_template(name).render(**values)
+    except UnsafeValue as unsafe:
+        raise UnsafeValue(name.removesuffix(".j2"), unsafe.why) from None
     return header(policy, comment) + body

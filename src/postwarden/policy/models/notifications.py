@@ -5,14 +5,44 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from postwarden.policy.models.base import PolicyModel
-from postwarden.policy.secrets import Secret
-from postwarden.policy.units import Address, Phone, Url, invalid
+from postwarden.policy.secret_types import SecretValue
+from postwarden.policy.secrets import Secret, TextOrSecret
+from postwarden.policy.units import (
+    Address,
+    HeaderName,
+    Phone,
+    Url,
+    invalid,
+    refuse_control,
+)
+
+
+def _fits_a_header(value: SecretValue | None) -> None:
+    """A secret sent as an HTTP header value: a line break there would add headers."""
+    if value is not None:
+        try:
+            refuse_control(value.reveal(), "a secret sent in an HTTP header")
+        except ValueError:
+            # the message must not show the value: name the secret only
+            raise invalid(
+                "control_character",
+                f"secret {value.name!r} holds a line break or control character, "
+                "and is sent in an HTTP header",
+                "store the token on one line in the secrets file",
+            ) from None
 
 
 class Webhook(PolicyModel):
     url: Url
-    headers: dict[str, str | Secret] = Field(default_factory=dict)
+    headers: dict[HeaderName, TextOrSecret] = Field(default_factory=dict)
     """Extra HTTP headers; use !secret for tokens."""
+
+    @model_validator(mode="after")
+    def _secrets_fit_headers(self) -> Webhook:
+        for value in self.headers.values():
+            if isinstance(value, SecretValue):
+                _fits_a_header(value)
+        return self
 
 
 class Sms(PolicyModel):
@@ -21,6 +51,11 @@ class Sms(PolicyModel):
     to: Phone
     token: Secret | None = None
     """Bearer token for the gateway."""
+
+    @model_validator(mode="after")
+    def _token_fits_a_header(self) -> Sms:
+        _fits_a_header(self.token)
+        return self
 
 
 class Channel(PolicyModel):

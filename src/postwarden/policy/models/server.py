@@ -16,6 +16,7 @@ from postwarden.policy.units import (
     ByteSize,
     Hostname,
     HostOrAddress,
+    Login,
     Size,
     invalid,
     parse_address,
@@ -33,7 +34,7 @@ class NotificationRelay(PolicyModel):
     host: HostOrAddress
     """Smart host that carries notification mail, never this server's own queue."""
     port: Annotated[int, Field(ge=1, le=65535)] = 587
-    username: str | None = None
+    username: Login | None = None
     password: Secret | None = None
     starttls: bool = True
     """Require STARTTLS before authenticating."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from postwarden.policy.models.base import EntryModel
-from postwarden.policy.units import Address, Name, Size
+from postwarden.policy.units import Address, DisplayName, Name, Size
 
 
 class User(EntryModel):
-    name: str | None = None
+    name: DisplayName | None = None
     """Display name; also refused inside the password when forbid_personal is on."""
     aliases: list[Address] = Field(default_factory=list)
     """Addresses delivered to this mailbox; the user may also send as them."""
