@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, get_args
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -22,13 +22,47 @@ from postwarden.render.dovecot import VMAIL_USER
 from postwarden.render.fail2ban import DOVECOT_LOG, POLICYD_LOG, POSTFIX_LOG
 from postwarden.render.guard import UnsafeValue
 from postwarden.render.host import HostSettings
+from postwarden.render.policyd import DAEMON_USER
 from postwarden.render.postfix import tls_paths
 from postwarden.render.render import render
 from postwarden.render.rspamd import DKIM_KEY_DIR, dkim_selectors
 from postwarden.render.tree import RenderedFile, RenderedTree, Service
 
-SERVICES: tuple[str, ...] = get_args(Service)
 HOST_SETTINGS_VAR = "postwarden_host_settings"
+
+
+@dataclass(frozen=True)
+class Role:
+    """One of the collection's roles: the services whose files it puts in place, and the
+    Debian packages those need."""
+
+    services: tuple[Service, ...]
+    packages: tuple[str, ...]
+
+
+ROLES: dict[str, Role] = {
+    # procps: the units reload with /bin/kill
+    "policyd": Role(("postwarden-policyd",), ("python3-venv", "python3-pip", "procps")),
+    "rspamd": Role(("rspamd",), ("rspamd",)),
+    "postfix": Role(("postfix",), ("postfix",)),
+    "dovecot": Role(("dovecot",), ("dovecot-core", "dovecot-imapd", "dovecot-lmtpd")),
+    "fail2ban": Role(("fail2ban",), ("fail2ban", "nftables")),
+    "monitoring": Role(
+        ("prometheus", "alertmanager"),
+        ("prometheus", "prometheus-alertmanager", "prometheus-node-exporter", "procps"),
+    ),
+}
+MTA_ROLES = ("policyd", "rspamd", "postfix", "dovecot", "fail2ban")
+GROUP_ROLES: dict[str, tuple[str, ...]] = {
+    "mail": (*MTA_ROLES, "monitoring"),
+    "mx": MTA_ROLES,
+    "submission": MTA_ROLES,
+    "monitoring": ("monitoring",),
+}
+"""The roles site.yml runs for each inventory group."""
+CHECKED_BY_ITS_ROLE = ("postwarden-policyd",)
+"""Its check runs the daemon's own new build, which its role installs; the controller
+has already loaded its policy and settings with the same code."""
 CHECKER = "/usr/local/libexec/postwarden/check-config"
 """Installed by the roles: checks a candidate file together with the rest of its
 service's new configuration, with the service's own tool, before it replaces the live
@@ -49,7 +83,16 @@ class DeployRequest:
     secrets: Path | None
     vault_password_file: Path | None
     host_settings: Mapping[str, Any]
-    services: tuple[str, ...]
+    roles: tuple[str, ...] = ()
+    """The roles whose files are wanted; none named: those of ``groups``."""
+    groups: tuple[str, ...] = ()
+    """The host's inventory groups; with no roles and no known group, every role."""
+
+    def wanted_roles(self) -> tuple[str, ...]:
+        if self.roles:
+            return self.roles
+        from_groups = [role for group in self.groups for role in GROUP_ROLES.get(group, ())]
+        return tuple(dict.fromkeys(from_groups)) or tuple(ROLES)
 
 
 def host_settings_from_vars(data: Mapping[str, Any], host: str) -> HostSettings:
@@ -69,10 +112,10 @@ def host_settings_from_vars(data: Mapping[str, Any], host: str) -> HostSettings:
 
 
 def load_for_deploy(request: DeployRequest, host: str) -> tuple[LoadedPolicy, HostSettings]:
-    unknown = [s for s in request.services if s not in SERVICES]
+    unknown = [r for r in request.roles if r not in ROLES]
     if unknown:
         raise DeployInvalid(
-            [f"unknown service {', '.join(unknown)} (expected one of: {', '.join(SERVICES)})"]
+            [f"unknown role {', '.join(unknown)} (expected one of: {', '.join(ROLES)})"]
         )
     problems: list[Problem] = []
     loaded = None
@@ -114,38 +157,79 @@ def _directories(files: Iterable[RenderedFile]) -> list[str]:
     return sorted({str(PurePosixPath(f.path).parent) for f in files})
 
 
-def deployment(
-    loaded: LoadedPolicy, settings: HostSettings, tree: RenderedTree, services: Iterable[str]
-) -> dict[str, Any]:
-    """The files of the given services, split in public ones (shown in diffs) and secret
-    ones (never shown), with the host facts that the roles act on."""
-    wanted = set(services)
-    files = [tree[path] for path in sorted(tree) if tree[path].service in wanted]
+def host_facts(loaded: LoadedPolicy, settings: HostSettings) -> dict[str, Any]:
+    """What the roles act on besides files: certificates, DKIM keys, directories, logs."""
     hostname = settings.name or loaded.policy.server.hostname
     cert, key = tls_paths(loaded.policy, hostname)
     return {
-        "warnings": [p.text() for p in loaded.warnings],
+        "hostname": hostname,
+        "tls_cert": cert,
+        "tls_key": key,
+        "dkim_keys": [
+            {
+                "domain": domain,
+                "selector": selector,
+                "path": f"{DKIM_KEY_DIR}/{domain}.{selector}.key",
+            }
+            for domain, selector in dkim_selectors(loaded.policy)
+        ],
+        "dkim_key_dir": DKIM_KEY_DIR,
+        "mail_root": settings.mail_root,
+        "vmail_user": VMAIL_USER,
+        # they name clients and logins: readable by their writers and the group adm only
+        "log_files": [
+            {"path": POSTFIX_LOG, "owner": "root", "group": "adm", "mode": "0640"},
+            {"path": DOVECOT_LOG, "owner": "root", "group": "adm", "mode": "0640"},
+            {"path": POLICYD_LOG, "owner": DAEMON_USER, "group": "adm", "mode": "0640"},
+        ],
+    }
+
+
+def role_part(files: list[RenderedFile], role: Role, facts: dict[str, Any]) -> dict[str, Any]:
+    """One role's files, split in public ones (shown in diffs) and secret ones (never
+    shown), with its packages and the host facts."""
+    return {
         "files": [_file_entry(f) for f in files if not f.secret],
         "secret_files": [_file_entry(f) for f in files if f.secret],
         "tables": [{"path": f.path, "command": f.postmap} for f in files if f.postmap],
         "directories": _directories(files),
-        "facts": {
-            "hostname": hostname,
-            "tls_cert": cert,
-            "tls_key": key,
-            "dkim_keys": [
-                {
-                    "domain": domain,
-                    "selector": selector,
-                    "path": f"{DKIM_KEY_DIR}/{domain}.{selector}.key",
-                }
-                for domain, selector in dkim_selectors(loaded.policy)
-            ],
-            "dkim_key_dir": DKIM_KEY_DIR,
-            "mail_root": settings.mail_root,
-            "vmail_user": VMAIL_USER,
-            "log_files": [POSTFIX_LOG, DOVECOT_LOG, POLICYD_LOG],
-        },
+        "packages": list(role.packages),
+        "facts": facts,
+    }
+
+
+def staging(files: list[RenderedFile]) -> dict[str, Any]:
+    """Every new file of the host, staged together, and the arguments of the one check of
+    every service's new set (check-config --all) before any file goes live."""
+    services = list(dict.fromkeys(f.service for f in files if f.service not in CHECKED_BY_ITS_ROLE))
+    tables = [arg for f in files if f.postmap for arg in ("--table", f"{f.postmap}:{f.path}")]
+    return {
+        "files": [{"path": f.path, "content": f.content} for f in files],
+        "directories": _directories(files),
+        "check_args": [*tables, *services],
+    }
+
+
+def deployment(
+    loaded: LoadedPolicy, settings: HostSettings, tree: RenderedTree, roles: Iterable[str]
+) -> dict[str, Any]:
+    """The host's files by role, staged all together for the check across services."""
+    facts = host_facts(loaded, settings)
+    parts: dict[str, Any] = {}
+    every_file: list[RenderedFile] = []
+    for name in roles:
+        role = ROLES[name]
+        files = [tree[path] for path in sorted(tree) if tree[path].service in role.services]
+        parts[name] = role_part(files, role, facts)
+        every_file += files
+    packages = [p for name in roles for p in ROLES[name].packages]
+    return {
+        "warnings": [p.text() for p in loaded.warnings],
+        "roles": parts,
+        "packages": list(dict.fromkeys(packages)),
+        "facts": {**facts, "tls": any(n in parts for n in ("postfix", "dovecot"))},
+        "stage": staging(every_file),
+        "has_secrets": any(f.secret for f in every_file),
     }
 
 
@@ -155,8 +239,7 @@ def render_for_deploy(request: DeployRequest, host: str) -> dict[str, Any]:
         tree = render(loaded, settings)
     except UnsafeValue as unsafe:
         raise DeployInvalid([f"{host}: {unsafe}"]) from None
-    services = request.services or SERVICES
-    return deployment(loaded, settings, tree, services)
+    return deployment(loaded, settings, tree, request.wanted_roles())
 
 
 def build_id() -> str:

@@ -9,11 +9,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from postwarden.deploy import (
     CHECKER,
+    GROUP_ROLES,
     DeployInvalid,
     DeployRequest,
     host_settings_from_vars,
@@ -31,25 +34,29 @@ PLAYBOOK = """
       postwarden.mail.render:
         policy: "{{ policy }}"
         host_settings: "{{ settings | default({}) }}"
-        services: "{{ services | default([]) }}"
+        roles: "{{ roles | default([]) }}"
         show_warnings: "{{ show_warnings | default(false) }}"
       register: rendered
     - name: Show what was rendered
       ansible.builtin.debug:
         msg: >-
-          PATHS {{ (rendered.files + rendered.secret_files)
-          | map(attribute='path') | join(' ') }} END
+          PATHS {{ rendered.stage.files | map(attribute='path') | join(' ') }} END
 """
 
 
 def request(policy: Path = EXAMPLE / "policy.yml", **settings: object) -> DeployRequest:
-    return DeployRequest(policy, None, None, settings, ())
+    return DeployRequest(policy, None, None, settings)
+
+
+def every_file(rendered: dict[str, Any], kind: str = "both") -> list[dict[str, Any]]:
+    kinds = ("files", "secret_files") if kind == "both" else (kind,)
+    return [f for part in rendered["roles"].values() for k in kinds for f in part[k]]
 
 
 def test_files_are_split_into_public_and_secret() -> None:
     rendered = render_for_deploy(request(), "mail")
-    public = {f["path"] for f in rendered["files"]}
-    secret = {f["path"]: f for f in rendered["secret_files"]}
+    public = {f["path"] for f in every_file(rendered, "files")}
+    secret = {f["path"]: f for f in every_file(rendered, "secret_files")}
     assert "/etc/postfix/main.cf" in public
     assert set(secret) == {
         "/etc/dovecot/postwarden/passwords",
@@ -63,7 +70,7 @@ def test_files_are_split_into_public_and_secret() -> None:
 
 def test_every_file_is_checked_with_its_service_before_it_replaces_the_live_one() -> None:
     rendered = render_for_deploy(request(), "mail")
-    by_path = {f["path"]: f for f in rendered["files"] + rendered["secret_files"]}
+    by_path = {f["path"]: f for f in every_file(rendered)}
     assert by_path["/etc/postfix/main.cf"]["validate"] == (
         f"{CHECKER} postfix /etc/postfix/main.cf %s"
     )
@@ -74,12 +81,61 @@ def test_every_file_is_checked_with_its_service_before_it_replaces_the_live_one(
     assert all(f["validate"].count("%s") == 1 for f in by_path.values())
 
 
-def test_only_the_services_asked_for() -> None:
-    only = DeployRequest(EXAMPLE / "policy.yml", None, None, {}, ("postfix",))
+def test_only_the_roles_asked_for() -> None:
+    only = DeployRequest(EXAMPLE / "policy.yml", None, None, {}, roles=("postfix",))
     rendered = render_for_deploy(only, "mail")
-    assert {f["service"] for f in rendered["files"] + rendered["secret_files"]} == {"postfix"}
-    assert {t["path"] for t in rendered["tables"]} >= {"/etc/postfix/postwarden/virtual_domains"}
-    assert "/etc/postfix/postwarden" in rendered["directories"]
+    assert list(rendered["roles"]) == ["postfix"]
+    postfix = rendered["roles"]["postfix"]
+    assert {f["service"] for f in every_file(rendered)} == {"postfix"}
+    assert {t["path"] for t in postfix["tables"]} >= {"/etc/postfix/postwarden/virtual_domains"}
+    assert "/etc/postfix/postwarden" in postfix["directories"]
+    assert postfix["packages"] == ["postfix"]
+    assert {f["path"] for f in rendered["stage"]["files"]} == {
+        f["path"] for f in every_file(rendered)
+    }
+
+
+@pytest.mark.parametrize(
+    ("groups", "roles"),
+    [
+        (("mail",), ["policyd", "rspamd", "postfix", "dovecot", "fail2ban", "monitoring"]),
+        (("mx", "submission"), ["policyd", "rspamd", "postfix", "dovecot", "fail2ban"]),
+        (("monitoring",), ["monitoring"]),
+        (("ungrouped",), ["policyd", "rspamd", "postfix", "dovecot", "fail2ban", "monitoring"]),
+    ],
+)
+def test_a_host_gets_the_roles_of_its_groups(groups: tuple[str, ...], roles: list[str]) -> None:
+    asked = DeployRequest(EXAMPLE / "policy.yml", None, None, {}, groups=groups)
+    assert list(render_for_deploy(asked, "mail")["roles"]) == roles
+
+
+def test_site_yml_runs_the_roles_deploy_names_for_each_group() -> None:
+    """GROUP_ROLES says which files a host is handed; site.yml says which roles run."""
+    plays = yaml.safe_load((ROOT / "site.yml").read_text())
+    ran: dict[str, list[str]] = {}
+    for play in plays:
+        for group in play["hosts"].split(":"):
+            for role in play.get("roles", []):
+                ran.setdefault(group, []).append(role["role"].removeprefix("postwarden_"))
+    for group, roles in GROUP_ROLES.items():
+        assert ran[group] == list(roles), group
+
+
+def test_everything_staged_is_checked_before_anything_goes_live() -> None:
+    stage = render_for_deploy(request(), "mail")["stage"]
+    args = stage["check_args"]
+    services = [a for a in args if not a.startswith("--table") and ":" not in a]
+    assert sorted(services) == [
+        "alertmanager",
+        "dovecot",
+        "fail2ban",
+        "postfix",
+        "prometheus",
+        "rspamd",
+    ]
+    assert "postmap:/etc/postfix/postwarden/virtual_domains" in args
+    assert "postalias:/etc/postfix/postwarden/aliases" in args
+    assert "/etc/postfix/postwarden" in stage["directories"]
 
 
 def test_host_facts_follow_the_policy_and_the_host() -> None:
@@ -103,9 +159,11 @@ def test_a_misspelled_host_setting_names_the_variable_and_the_fix() -> None:
     assert "did you mean 'relayhost'" in line
 
 
-def test_an_unknown_service_is_refused() -> None:
-    with pytest.raises(DeployInvalid, match="unknown service postfx"):
-        render_for_deploy(DeployRequest(EXAMPLE / "policy.yml", None, None, {}, ("postfx",)), "m")
+def test_an_unknown_role_is_refused() -> None:
+    with pytest.raises(DeployInvalid, match="unknown role postfx"):
+        render_for_deploy(
+            DeployRequest(EXAMPLE / "policy.yml", None, None, {}, roles=("postfx",)), "m"
+        )
 
 
 # ------------------------------------------------------------ the action plugin

@@ -174,14 +174,14 @@ def test_rule_file_is_found_beside_the_config(example: LoadedPolicy, tmp_path: P
     assert (root / PROMETHEUS_YML).parent.joinpath(rule_file) == root / RULES_YML
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     assert jobs == {
-        "prometheus": ["localhost:9090"],
-        "node": ["localhost:9100"],
-        "postfix": ["localhost:9154"],
-        "alertmanager": ["localhost:9093"],
+        "prometheus": ["127.0.0.1:9090"],
+        "node": ["127.0.0.1:9100"],
+        "postfix": ["127.0.0.1:9154"],
+        "alertmanager": ["127.0.0.1:9093"],
         "postwarden-policyd": [HostSettings().policyd_metrics_listen],
     }
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
-        "localhost:9093"
+        "127.0.0.1:9093"
     ]
 
 
@@ -295,8 +295,8 @@ def test_one_rule_per_measured_event(any_loaded: LoadedPolicy, tmp_path: Path) -
 
 
 # Realistic series, as the exporters on a Debian host publish them.
-NODE = {"instance": "localhost:9100", "job": "node"}
-POSTFIX = {"instance": "localhost:9154", "job": "postfix"}
+NODE = {"instance": "127.0.0.1:9100", "job": "node"}
+POSTFIX = {"instance": "127.0.0.1:9154", "job": "postfix"}
 MEMORY_TOTAL = 8 * 1024**3
 ROOT_FS = {"device": "/dev/vda1", "fstype": "ext4", "mountpoint": "/"}
 PSEUDO_FS = [  # always full, never a disk to alert about

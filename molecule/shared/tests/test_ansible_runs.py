@@ -24,7 +24,7 @@ HOST = "postwarden-mail"
 HOST_SETTINGS = {"mynetworks": ["127.0.0.1/32"], "rspamd_fuzzy": False, "dnsbl_zones": []}
 
 
-def inventory(tmp_path: Path, policy_text: str) -> Path:
+def inventory(tmp_path: Path, policy_text: str, **settings: object) -> Path:
     (tmp_path / "policy.yml").write_text(policy_text)
     shutil.copy(EXAMPLE / "secrets.yml", tmp_path / "secrets.yml")
     hosts = {
@@ -36,7 +36,7 @@ def inventory(tmp_path: Path, policy_text: str) -> Path:
                             "ansible_connection": "containers.podman.podman",
                             "postwarden_policy_file": str(tmp_path / "policy.yml"),
                             "postwarden_secrets_file": str(tmp_path / "secrets.yml"),
-                            "postwarden_host_settings": HOST_SETTINGS,
+                            "postwarden_host_settings": {**HOST_SETTINGS, **settings},
                         }
                     }
                 }
@@ -138,3 +138,114 @@ def test_a_config_that_fails_its_check_never_replaces_the_live_one(
     assert "no-such-filter" in result.stdout
     assert host.file(jail).md5sum == live
     assert host.service("fail2ban").is_running
+
+
+LIVE = [
+    "/etc/postfix/main.cf",
+    "/etc/postfix/master.cf",
+    "/etc/dovecot/dovecot.conf",
+    "/etc/rspamd/local.d/actions.conf",
+    "/etc/fail2ban/jail.d/postwarden.local",
+    "/etc/prometheus/prometheus.yml",
+    "/etc/postwarden/policy.yml",
+]
+
+
+def live_sums(host: Any) -> dict[str, str]:
+    return {path: host.file(path).md5sum for path in LIVE}
+
+
+def test_a_hostile_host_setting_stops_before_any_file_changes(host: Any, tmp_path: Path) -> None:
+    before = live_sums(host)
+    hosts = inventory(
+        tmp_path,
+        (EXAMPLE / "policy.yml").read_text(),
+        relayhost="[127.0.0.1]:2525\nrelay_domains = static:ALL",
+    )
+    result = playbook(hosts)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "postwarden_host_settings.relayhost" in output
+    assert "line break" in output
+    assert "Install Postfix" not in result.stdout
+    assert live_sums(host) == before
+    assert "static:ALL" not in host.check_output("postconf -h relay_domains")
+
+
+def test_a_hostile_policy_value_stops_before_any_file_changes(host: Any, tmp_path: Path) -> None:
+    before = live_sums(host)
+    text = (EXAMPLE / "policy.yml").read_text()
+    hostile = text.replace(
+        "cert: /etc/ssl/postwarden/mail.example.com.crt",
+        'cert: "/etc/ssl/postwarden/mail.example.com.crt\\nrelay_domains = static:ALL"',
+    )
+    assert hostile != text
+    result = playbook(inventory(tmp_path, hostile))
+    assert result.returncode != 0
+    assert "server.tls.cert" in result.stdout + result.stderr
+    assert live_sums(host) == before
+
+
+def test_one_service_refused_changes_no_service(host: Any, tmp_path: Path) -> None:
+    """All or nothing across services: the Postfix change is fine, fail2ban's check fails
+    (a jail of someone else's names a filter that does not exist), and so nothing of
+    either goes live: not main.cf, whose role runs before fail2ban's."""
+    before = live_sums(host)
+    text = (EXAMPLE / "policy.yml").read_text()
+    changed = text.replace("message_size_limit: 50MiB", "message_size_limit: 40MiB").replace(
+        "ban_for: 1h", "ban_for: 2h"
+    )
+    host.run_expect(
+        [0],
+        "printf '[broken]\\nenabled = true\\nfilter = no-such-filter\\n"
+        "logpath = /var/log/postfix.log\\n' > /etc/fail2ban/jail.d/zz-broken.local",
+    )
+    try:
+        result = playbook(inventory(tmp_path, changed))
+    finally:
+        host.run_expect([0], "rm -f /etc/fail2ban/jail.d/zz-broken.local")
+    assert result.returncode != 0
+    assert "no-such-filter" in result.stdout
+    assert "Check every service's new configuration together" in result.stdout
+    assert live_sums(host) == before
+    assert host.check_output("postconf -h message_size_limit") == "52428800"
+    for service in ("postfix", "dovecot", "fail2ban"):
+        assert host.service(service).is_running
+
+
+def test_a_certificate_and_key_that_do_not_match_stop_the_run(host: Any, tmp_path: Path) -> None:
+    """Never a new key over an old certificate: a pair that does not belong together is
+    refused before any file goes live, and the live key is left alone."""
+    key = "/etc/ssl/postwarden/mail.example.com.key"
+    live_key = host.file(key).md5sum
+    before = live_sums(host)
+    host.run_expect(
+        [0],
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other "
+        "-keyout /tmp/other.key -out /etc/ssl/postwarden/other.crt 2>/dev/null",
+    )
+    text = (EXAMPLE / "policy.yml").read_text()
+    mismatched = text.replace(
+        "cert: /etc/ssl/postwarden/mail.example.com.crt",
+        "cert: /etc/ssl/postwarden/other.crt",
+    )
+    try:
+        result = playbook(inventory(tmp_path, mismatched))
+    finally:
+        host.run_expect([0], "rm -f /etc/ssl/postwarden/other.crt /tmp/other.key")
+    assert result.returncode != 0
+    assert "do not belong together" in result.stdout
+    assert host.file(key).md5sum == live_key
+    assert live_sums(host) == before
+
+
+def test_a_certificate_without_its_key_gets_no_new_key(host: Any, tmp_path: Path) -> None:
+    text = (EXAMPLE / "policy.yml").read_text()
+    orphan = text.replace(
+        "key: /etc/ssl/postwarden/mail.example.com.key",
+        "key: /etc/ssl/postwarden/missing.key",
+    )
+    result = playbook(inventory(tmp_path, orphan))
+    assert result.returncode != 0
+    assert "missing.key does not" in result.stdout
+    assert not host.file("/etc/ssl/postwarden/missing.key").exists

@@ -35,11 +35,13 @@ PROMETHEUS_DIR = "/etc/prometheus"
 RULES_FILE = "rules/postwarden.yml"
 """Relative to prometheus.yml, so that promtool finds it beside a rendered tree too."""
 
-PROMETHEUS = "localhost:9090"
-ALERTMANAGER = "localhost:9093"
-NODE_EXPORTER = "localhost:9100"
-POSTFIX_EXPORTER = "localhost:9154"
+# on loopback only: the monitoring role binds them there (they have no login)
+PROMETHEUS = "127.0.0.1:9090"
+ALERTMANAGER = "127.0.0.1:9093"
+NODE_EXPORTER = "127.0.0.1:9100"
+POSTFIX_EXPORTER = "127.0.0.1:9154"
 INTERVAL = "15s"
+BRIDGE_TOKEN = "/etc/prometheus/postwarden-bridge.token"
 
 RULE_GROUP = "postwarden-events"
 NULL_RECEIVER = "null"
@@ -214,7 +216,15 @@ def receiver(policy: Policy, host: HostSettings, rule: AlertRule) -> dict[str, A
         if channel.email is not None:
             emails.append(email_config(policy, host, channel.email))
         else:
-            webhooks.append({"url": bridge_url(host, name)})
+            webhooks.append(
+                {
+                    "url": bridge_url(host, name),
+                    # the bridge's token, made on the host (make-tokens): never in this file
+                    "http_config": {
+                        "authorization": {"type": "Bearer", "credentials_file": BRIDGE_TOKEN}
+                    },
+                }
+            )
     config: dict[str, Any] = {"name": rule.receiver}
     if emails:
         config["email_configs"] = emails

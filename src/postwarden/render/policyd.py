@@ -18,6 +18,7 @@ from postwarden.render.host import HostSettings
 from postwarden.render.templating import header
 from postwarden.render.tree import RenderedFile
 
+DAEMON_USER = "postwarden"
 DAEMON_GROUP = "postwarden"
 
 

@@ -22,7 +22,8 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "secrets": {"type": "path"},
     "vault_password_file": {"type": "path"},
     "host_settings": {"type": "dict", "default": {}},
-    "services": {"type": "list", "elements": "str", "default": []},
+    "roles": {"type": "list", "elements": "str", "default": []},
+    "groups": {"type": "list", "elements": "str", "default": []},
     "show_warnings": {"type": "bool", "default": False},
 }
 
@@ -51,7 +52,8 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             secrets=Path(args["secrets"]) if args["secrets"] else None,
             vault_password_file=Path(vault) if vault else None,
             host_settings=args["host_settings"],
-            services=tuple(args["services"]),
+            roles=tuple(args["roles"]),
+            groups=tuple(args["groups"]),
         )
         try:
             rendered = render_for_deploy(request, host)
@@ -67,10 +69,11 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             )
             return result
         warnings = rendered.pop("warnings")
+        has_secrets = rendered.pop("has_secrets")
         if args["show_warnings"] and warnings:
             result["warnings"] = warnings
         result.update(changed=False, **rendered)
-        if rendered["secret_files"]:
+        if has_secrets:
             # the result carries password hashes and tokens: never print it
             result["_ansible_no_log"] = True
         return result

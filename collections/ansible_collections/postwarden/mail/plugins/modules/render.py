@@ -5,7 +5,10 @@ module: render
 short_description: Render a mail host's configuration from a postwarden policy
 description:
   - Loads and validates the policy on the controller with postwarden's own loader and
-    renders the files of the requested services for the current host.
+    renders the files of the host's roles (those of its inventory groups, or the roles
+    asked for), once for the whole host.
+  - Every file is also handed over for staging together, with the arguments of the one
+    check of every service's new configuration that runs before any file goes live.
   - A policy with problems fails the task, listing every problem as FILE:LINE:COL.
   - Runs on the controller only; nothing is sent to the host.
 version_added: 0.1.0
@@ -27,9 +30,15 @@ options:
       as documented in postwarden's README.
     type: dict
     default: {}
-  services:
-    description: Only the files of these services (postfix, dovecot, rspamd, fail2ban,
-      prometheus, alertmanager, postwarden-policyd); all when empty.
+  roles:
+    description: Only the files of these roles (policyd, rspamd, postfix, dovecot,
+      fail2ban, monitoring); when empty, the roles of O(groups).
+    type: list
+    elements: str
+    default: []
+  groups:
+    description: The host's inventory groups (mail, mx, submission, monitoring), which
+      name its roles as site.yml runs them; every role when none of them is known.
     type: list
     elements: str
     default: []
@@ -41,35 +50,33 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Render the Postfix files
+- name: Render the files of the Postfix role
   postwarden.mail.render:
     policy: "{{ postwarden_policy_file }}"
     host_settings: "{{ postwarden_host_settings }}"
-    services: [postfix]
+    roles: [postfix]
   register: rendered
 """
 
 RETURN = r"""
-files:
-  description: Public files, each with path, content, mode, owner, group, service, postmap.
-  type: list
+roles:
+  description: Per role, its files (public ones in C(files); C(secret_files), readable by
+    their owners only), C(tables) to compile, C(directories), C(packages) and C(facts).
+    The task result is not logged when there are secret files.
+  type: dict
   returned: success
-secret_files:
-  description: Files readable by their owners only; the task result is not logged when
-    there are any.
-  type: list
-  returned: success
-tables:
-  description: Postfix lookup tables to compile, each with path and command.
-  type: list
-  returned: success
-directories:
-  description: Directories the files go into.
+packages:
+  description: The Debian packages of every role rendered.
   type: list
   returned: success
 facts:
-  description: hostname, tls_cert, tls_key, dkim_keys, dkim_key_dir, mail_root, vmail_user,
-    log_files.
+  description: hostname, tls (whether the host needs a certificate), tls_cert, tls_key,
+    dkim_keys, dkim_key_dir, mail_root, vmail_user, log_files.
+  type: dict
+  returned: success
+stage:
+  description: Every file to stage (path, content), the staging directories, and
+    check_args, the arguments of check-config --all.
   type: dict
   returned: success
 problems:
