@@ -363,6 +363,8 @@ def test_every_table_compiles(example: LoadedPolicy, example_copy: Copy) -> None
         "virtual_aliases": "postmap",
         "sender_login": "postmap",
         "local_sender_domains": "postmap",
+        "helo_access": "postmap",
+        "submission_senders": "postmap",
         "sender_transport": "postmap",
         "aliases": "postalias",
     }

@@ -156,6 +156,24 @@ def sender_logins(policy: Policy) -> list[tuple[str, str]]:
     return [(sender, ",".join(sorted(logins))) for sender, logins in sorted(owners.items())]
 
 
+def helo_access(policy: Policy, hostname: str) -> list[tuple[str, str]]:
+    """Names no other server may introduce itself with: this host's own, and localhost."""
+    message = "REJECT 5.7.1 that is not your name: introduce yourself by your own name"
+    names = dict.fromkeys([hostname, policy.server.hostname, "localhost", "localhost.localdomain"])
+    return [(name, message) for name in names]
+
+
+def submission_senders() -> list[tuple[str, str]]:
+    """The null sender on the submission ports: bounces come from servers, not logins."""
+    return [
+        (
+            "<>",
+            "REJECT 5.7.1 a logged-in client sends with its own address as the sender, "
+            "never the null sender",
+        )
+    ]
+
+
 def local_sender_domains(policy: Policy) -> list[tuple[str, str]]:
     message = "REJECT 5.7.1 sender address in a local domain: log in and send on port 587 or 465"
     return [(domain, message) for domain in sorted(policy.domains)]
@@ -300,13 +318,16 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
             ),
         ),
         Section(
-            "TLS: opportunistic on port 25, required for logins",
+            "TLS: opportunistic on port 25 (from server.port25_min_tls up), required for "
+            "logins (TLSv1.2 up, never an anonymous cipher)",
             _settings(
                 ("smtpd_tls_cert_file", cert),
                 ("smtpd_tls_key_file", key),
                 ("smtpd_tls_security_level", "may"),
                 ("smtpd_tls_auth_only", "yes"),
+                ("smtpd_tls_protocols", f">={policy.server.port25_min_tls}"),
                 ("smtpd_tls_mandatory_protocols", ">=TLSv1.2"),
+                ("pw_submission_tls_exclude_ciphers", "aNULL, eNULL"),
                 ("smtpd_tls_loglevel", 1),
                 ("smtp_tls_security_level", "may"),
                 ("smtp_tls_loglevel", 1),
@@ -341,11 +362,31 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
             "what every SMTP session must get right",
             _settings(
                 ("smtpd_helo_required", "yes"),
+                # a client may not name this host, localhost or a name that is no name
+                (
+                    "smtpd_helo_restrictions",
+                    "permit_mynetworks, permit_sasl_authenticated, "
+                    "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname, "
+                    f"check_helo_access {_map('helo_access')}",
+                ),
                 ("disable_vrfy_command", "yes"),
+                # ETRN would let anyone make this host flush its queue
+                ("smtpd_etrn_restrictions", "reject"),
+                ("smtpd_discard_ehlo_keywords", "etrn, silent-discard"),
                 ("strict_rfc821_envelopes", "yes"),
                 ("smtpd_reject_unlisted_recipient", "yes"),
                 ("smtpd_policy_service_timeout", "10s"),
                 ("smtpd_policy_service_try_limit", 2),
+            ),
+        ),
+        Section(
+            "SMTP smuggling: only <CR><LF>.<CR><LF> ends a message, a bare <LF> is read as "
+            "<CR><LF>, and a client that sends before the server answered is refused",
+            _settings(
+                ("smtpd_forbid_bare_newline", "normalize"),
+                ("smtpd_forbid_bare_newline_exclusions", "$mynetworks"),
+                ("smtpd_forbid_unauth_pipelining", "yes"),
+                ("smtpd_data_restrictions", "reject_unauth_pipelining"),
             ),
         ),
         Section(
@@ -370,8 +411,10 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
             "ports 587 and 465: logged-in users, sending as themselves",
             _settings(
                 ("pw_submission_client_restrictions", "permit_sasl_authenticated, reject"),
+                # a login sends as itself: not as someone else, not as the null sender
                 (
                     "pw_submission_sender_restrictions",
+                    f"check_sender_access {_map('submission_senders')}, "
                     "reject_non_fqdn_sender, reject_authenticated_sender_login_mismatch",
                 ),
                 ("pw_submission_relay_restrictions", "permit_sasl_authenticated, reject"),
@@ -478,6 +521,9 @@ _BASE_SERVICES = [
 ]
 
 _SUBMISSION_OPTIONS = (
+    "smtpd_tls_security_level=encrypt",
+    "smtpd_tls_exclude_ciphers=$pw_submission_tls_exclude_ciphers",
+    "smtpd_tls_mandatory_exclude_ciphers=$pw_submission_tls_exclude_ciphers",
     "smtpd_sasl_auth_enable=yes",
     "smtpd_client_restrictions=$pw_submission_client_restrictions",
     "smtpd_sender_restrictions=$pw_submission_sender_restrictions",
@@ -518,11 +564,7 @@ def master_services(policy: Policy, host: HostSettings) -> list[Service]:
         services.append(
             _smtpd(
                 name,
-                (
-                    "syslog_name=postfix/submission",
-                    "smtpd_tls_security_level=encrypt",
-                    *_SUBMISSION_OPTIONS,
-                ),
+                ("syslog_name=postfix/submission", *_SUBMISSION_OPTIONS),
             )
         )
     if host.submissions_port is not None:
@@ -580,6 +622,8 @@ def render_postfix(
         table("virtual_aliases", virtual_aliases(policy)),
         table("sender_login", sender_logins(policy)),
         table("local_sender_domains", local_sender_domains(policy)),
+        table("helo_access", helo_access(policy, hostname)),
+        table("submission_senders", submission_senders()),
         table("sender_transport", sender_transports(policy, hostname)),
         RenderedFile(
             f"{MAPS_DIR}/aliases",

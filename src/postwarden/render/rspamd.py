@@ -53,6 +53,15 @@ def dkim_selectors(policy: Policy) -> list[tuple[str, str]]:
     ]
 
 
+def sign_networks(host: HostSettings) -> list[str]:
+    """mynetworks in rspamd's notation: IPv6 without Postfix's brackets."""
+    return guard.words(
+        (network.replace("[", "").replace("]", "") for network in host.mynetworks),
+        "rspamd sign_networks",
+        '"',
+    )
+
+
 def render_rspamd(
     policy: Policy, secrets: Secrets, host: HostSettings, source: str
 ) -> list[RenderedFile]:
@@ -69,6 +78,7 @@ def render_rspamd(
                 "rspamd/dkim_signing.conf.j2",
                 source,
                 enabled=bool(selectors),
+                sign_networks=sign_networks(host),
                 selector_map=f"{DATA_DIR}/dkim_selectors.map",
                 key_path=f"{DKIM_KEY_DIR}/$domain.$selector.key",
             ),

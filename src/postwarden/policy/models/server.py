@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -69,6 +69,10 @@ class Server(PolicyModel):
     """Largest message accepted, in and out."""
     tls: Tls | None = None
     """Certificate and key; a self-signed pair is made on the host when absent."""
+    port25_min_tls: Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    """The oldest TLS that servers delivering on port 25 may use (logins need TLSv1.2 up
+    whatever this says). Older servers then deliver without TLS rather than on a broken
+    protocol."""
     notification_relay: NotificationRelay | None = None
 
     @property
