@@ -318,3 +318,16 @@ def test_an_unreadable_row_is_skipped_and_deleted(
     reopened.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT key FROM counters").fetchall() == [("user:a",)]
+
+
+async def test_a_ban_reaches_the_disk_at_once(tmp_path: Path) -> None:
+    """Killed right after a ban (no flush, no close), the daemon still knows it when it
+    is back; other counts wait for the next write-behind as before."""
+    path = str(tmp_path / "counters.sqlite")
+    store = LocalStore(path, clock=lambda: 1_000_000.0, flush_interval=3600.0)
+    store.run_now([Add("k", 3600, 1), Ban("192.0.2.66", 3600)])
+    # no flush and no close: what a kill -9 leaves behind
+    again = LocalStore(path, clock=lambda: 1_000_001.0)
+    assert again.counters.bans == {"192.0.2.66": 1_003_600.0}
+    assert "k" not in again.counters.windows
+    assert await again.run([BanCheck("192.0.2.66")]) == [True]

@@ -112,7 +112,6 @@ def test_jail_settings_follow_the_example_policy(example: LoadedPolicy) -> None:
     assert jails.sections() == [AUTH_JAIL, HARVEST_JAIL]
     assert jails.defaults() == {
         "banaction": "nftables-multiport",
-        "banaction_allports": "nftables-allports",
     }
     auth, harvest = jails[AUTH_JAIL], jails[HARVEST_JAIL]
     # the example: auth_failures 5, invalid_recipients 10, within 10m, ban_for 1h
@@ -135,7 +134,7 @@ def test_jail_settings_follow_the_example_policy(example: LoadedPolicy) -> None:
         "/var/log/postwarden/policyd.log",
     ]
     assert auth["port"] == "smtp,submission,submissions,imap,imaps"
-    assert harvest["port"] == "smtp,submission,submissions"
+    assert harvest["port"] == "smtp,submission,submissions,imap,imaps"
 
 
 @pytest.mark.parametrize(
@@ -171,15 +170,14 @@ def test_ports_follow_the_host_settings(example: LoadedPolicy) -> None:
     host = HostSettings(smtpd_ports=[25, 2525], submission_port=None, submissions_port=465)
     jails = parse_ini(by_path(render(example, host))[JAIL_FILE])
     assert jails[AUTH_JAIL]["port"] == "smtp,2525,submissions,imap,imaps"
-    assert jails[HARVEST_JAIL]["port"] == "smtp,2525,submissions"
+    assert jails[HARVEST_JAIL]["port"] == "smtp,2525,submissions,imap,imaps"
     assert jails[HARVEST_JAIL]["banaction"] == "nftables-multiport"
 
-    # no SMTP port to name: the harvest jail bans on all ports
+    # no SMTP port: both still close IMAP to the client they ban
     host = HostSettings(smtpd_ports=[], submission_port=None, submissions_port=None)
     jails = parse_ini(by_path(render(example, host))[JAIL_FILE])
     assert jails[AUTH_JAIL]["port"] == "imap,imaps"
-    assert not jails.has_option(HARVEST_JAIL, "port")
-    assert jails[HARVEST_JAIL]["banaction"] == "%(banaction_allports)s"
+    assert jails[HARVEST_JAIL]["port"] == "imap,imaps"
 
 
 def test_the_jails_read_the_files_the_services_write(example: LoadedPolicy) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from postwarden.policyd.counters import Counters
-from postwarden.policyd.decide import Op, Result
+from postwarden.policyd.decide import Ban, Op, Result
 from postwarden.policyd.persist import CounterFile
 
 log = logging.getLogger("postwarden.policyd")
@@ -57,7 +57,21 @@ class LocalStore:
         """A batch at once: nothing here waits, so it is atomic on the event loop."""
         if self.file is not None and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-        return self.counters.run(ops, self.clock())
+        results = self.counters.run(ops, self.clock())
+        if self.file is not None and any(type(op) is Ban for op in ops):
+            self._write_bans(self.file, [op for op in ops if type(op) is Ban])
+        return results
+
+    def _write_bans(self, file: CounterFile, bans: list[Ban]) -> None:
+        """A ban is written at once, not a second later: a daemon that is killed right
+        after banning a client must still refuse it when it is back. Bans are rare."""
+        keys = [f"ban:{ban.client}" for ban in bans]
+        try:
+            file.write(*file.rows(self.counters, keys))
+        except sqlite3.Error as error:
+            log.error("cannot write a ban to disk: %s", error)
+            return
+        self.counters.dirty.difference_update(keys)
 
     async def _flush_forever(self) -> None:
         sweeps = 0

@@ -25,6 +25,8 @@ DATA_DIR = "/etc/dovecot/postwarden"
 POSTFIX_SPOOL = "/var/spool/postfix"
 VMAIL_USER = "vmail"
 LOG_PATH = "/var/log/dovecot.log"
+POLICY_TOKEN_FILE = f"{DATA_DIR}/policy-token.conf"
+"""Root's only; roles/postwarden_common/files/make-tokens writes it."""
 
 _SCHEME_PREFIX = {
     "argon2id": "{ARGON2ID}",
@@ -47,6 +49,10 @@ class DovecotSettings:
     log_path: str
     policy_url: str
     policy_nonce: str
+    reject_without_policy: str
+    """yes when the daemon's fail mode is closed: no login while it cannot answer."""
+    policy_token: str
+    """The file with the header that carries Dovecot's token (made on the host)."""
 
 
 def with_scheme(password_hash: str) -> str:
@@ -94,6 +100,8 @@ def render_dovecot(
         policy_url=f"http://{host.policyd_metrics_listen}/dovecot/",
         # Dovecot insists on a nonce; it salts password hashes that are never sent here
         policy_nonce=hashlib.sha256(f"postwarden:{hostname}".encode()).hexdigest()[:32],
+        reject_without_policy="yes" if host.policyd_fail_mode == "closed" else "no",
+        policy_token=POLICY_TOKEN_FILE,
     )
     passwords = "".join(
         guard.passwd_line([user, hashed], "the Dovecot passdb")
