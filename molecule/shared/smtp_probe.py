@@ -7,13 +7,16 @@ Clients connect from loopback addresses outside the host's mynetworks
 
     smtp_probe.py submit LOGIN PASSWORD SENDER RECIPIENT [--count N] [--gtube] [--source IP]
     smtp_probe.py harvest SOURCE COUNT
+    smtp_probe.py imap LOGIN PASSWORD SOURCE
 """
 
 from __future__ import annotations
 
 import argparse
+import imaplib
 import json
 import smtplib
+import socket
 import ssl
 import time
 from email.message import EmailMessage
@@ -78,6 +81,34 @@ def harvest(args: argparse.Namespace) -> dict[str, object]:
     return {"answers": codes}
 
 
+class _ImapFrom(imaplib.IMAP4_SSL):
+    """IMAP over TLS (993) from a chosen loopback address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__("127.0.0.1", 993, ssl_context=context, timeout=30)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        plain = socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self.source, 0)
+        )
+        wrapped: socket.socket = self.ssl_context.wrap_socket(plain, server_hostname=self.host)
+        return wrapped
+
+
+def imap(args: argparse.Namespace) -> dict[str, object]:
+    try:
+        with _ImapFrom(args.source) as client:
+            client.login(args.login, args.password)
+            client.logout()
+    except imaplib.IMAP4.error as error:
+        return {"logged_in": False, "answer": str(error)}
+    return {"logged_in": True, "answer": "OK"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,8 +123,12 @@ def main() -> None:
     probe = commands.add_parser("harvest")
     probe.add_argument("source")
     probe.add_argument("count", type=int)
+    login = commands.add_parser("imap")
+    login.add_argument("login")
+    login.add_argument("password")
+    login.add_argument("source")
     args = parser.parse_args()
-    result = submit(args) if args.command == "submit" else harvest(args)
+    result = {"submit": submit, "harvest": harvest, "imap": imap}[args.command](args)
     print(json.dumps(result))
 
 

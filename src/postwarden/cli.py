@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from postwarden.render.render import render
 from postwarden.render.tree import RenderedTree, write_tree
 from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
+
+if TYPE_CHECKING:
+    from postwarden.policyd.settings import PolicydSettings
 
 app = typer.Typer(
     name="postwarden",
@@ -306,15 +309,34 @@ AdminOpt = Annotated[
 ]
 
 
-def _admin_address(admin: str | None) -> str:
-    if admin:
-        return admin
+def _daemon_settings() -> PolicydSettings:
     from postwarden.policy.settings_file import load_settings_file
     from postwarden.policyd.settings import SETTINGS_PATH, PolicydSettings
 
     if Path(SETTINGS_PATH).exists():
-        return load_settings_file(Path(SETTINGS_PATH), PolicydSettings).metrics_listen
-    return PolicydSettings().metrics_listen
+        return load_settings_file(Path(SETTINGS_PATH), PolicydSettings)
+    return PolicydSettings()
+
+
+def _admin_token() -> str:
+    """The operator's token, from a file only root and the daemon may read."""
+    import os
+
+    from postwarden.policyd.tokens import TOKENS_DIR
+
+    path = Path(
+        os.environ.get("POSTWARDEN_ADMIN_TOKEN_FILE")
+        or Path(_daemon_settings().tokens_dir or TOKENS_DIR) / "admin"
+    )
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError as error:
+        typer.echo(
+            f"cannot read the admin token at {path}: {error.strerror or error} "
+            "(run as root, or set POSTWARDEN_ADMIN_TOKEN_FILE)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
 
 
 def _admin_call(admin: str | None, path: str, body: dict[str, str] | None = None) -> object:
@@ -322,11 +344,11 @@ def _admin_call(admin: str | None, path: str, body: dict[str, str] | None = None
     import urllib.error
     import urllib.request
 
-    address = _admin_address(admin)
+    address = admin or _daemon_settings().metrics_listen
     request = urllib.request.Request(
         f"http://{address}{path}",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {_admin_token()}"},
         method="POST" if body is not None else "GET",
     )
     try:

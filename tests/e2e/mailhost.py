@@ -31,6 +31,7 @@ from postwarden.policy.models.domains import Domain
 from postwarden.render.host import load_host_settings
 from postwarden.render.render import render
 from postwarden.render.tree import RenderedTree
+from tests.conftest import ROOT
 
 PASSWORDS = {
     "alice@example.com": "Tulip-Harbor-Quartz-17",
@@ -45,6 +46,7 @@ OUTSIDE = "127.0.0.9"
 SINK_PORT = 2525
 POSTFIX_LOG = Path("/var/log/postfix.log")
 POLICYD_LOG = Path("/var/log/postwarden/policyd.log")
+DOVECOT_LOG = Path("/var/log/dovecot.log")
 TLS_DIR = Path("/etc/ssl/postwarden")
 DKIM_DIR = Path("/var/lib/rspamd/dkim")
 
@@ -93,6 +95,16 @@ def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
+POLICYD = (
+    sys.executable,
+    "-m",
+    "postwarden",
+    "policyd",
+    "--settings",
+    "/etc/postwarden/policyd.yml",
+)
+
+
 @dataclass
 class MailHost:
     policy: Path
@@ -135,7 +147,9 @@ class MailHost:
             shutil.chown(directory, owner, owner if owner != "root" else "root")
         self._tls()
         self._dkim(loaded.policy.domains)
-        for log in (POSTFIX_LOG, Path("/var/log/dovecot.log"), POLICYD_LOG):
+        # the tokens of the daemon's HTTP callers, as the roles make them
+        _run("sh", str(ROOT / "roles" / "postwarden_common" / "files" / "make-tokens"))
+        for log in (POSTFIX_LOG, DOVECOT_LOG, POLICYD_LOG):
             log.touch()
 
     def _tls(self) -> None:
@@ -186,19 +200,22 @@ class MailHost:
             f"127.0.0.1:{SINK_PORT}",
             "128",
         )
-        self._spawn(
-            sys.executable,
-            "-m",
-            "postwarden",
-            "policyd",
-            "--settings",
-            "/etc/postwarden/policyd.yml",
-        )
+        self.start_policyd()
         _start_daemon("dovecot")
         self._spawn("rspamd", "-f", "-u", "_rspamd", "-g", "_rspamd")
         _start_daemon("postfix", "start")
         for port in (SINK_PORT, 10040, 143, 11332, 25, 587, 465):
             wait_for_port("127.0.0.1", port, timeout=90)
+
+    def start_policyd(self) -> None:
+        self._spawn(*POLICYD)
+
+    def kill_policyd(self) -> None:
+        """As a crash would: SIGKILL, nothing written on the way out."""
+        for process in [p for p in self.processes if p.args == POLICYD]:
+            process.kill()
+            process.wait(timeout=15)
+            self.processes.remove(process)
 
     def _spawn(self, *command: str) -> None:
         self.processes.append(

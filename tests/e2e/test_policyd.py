@@ -3,19 +3,32 @@ moderation, events reaching a webhook and the notification relay, IP pools at ru
 
 from __future__ import annotations
 
+import imaplib
 import json
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Webhook
-from tests.e2e.mailhost import OUTSIDE, PASSWORDS, POLICYD_LOG, MailHost, message
+from tests.e2e.mailhost import (
+    DOVECOT_LOG,
+    OUTSIDE,
+    PASSWORDS,
+    POLICYD_LOG,
+    POSTFIX_LOG,
+    MailHost,
+    message,
+    wait_for_port,
+)
 from tests.e2e.test_mail_flow import MAIN_POOL_ACTIVE, held_containing, sink_header
 from tests.fake_dns import FakeDns
 
@@ -244,3 +257,108 @@ def test_a_blocklisted_address_is_quarantined(
     finally:
         del blocklist.answers["5.0.0.127.bl.test."]
         postwarden("pool", "activate", "127.0.0.5", "--admin", ADMIN)
+
+
+class _ImapFrom(imaplib.IMAP4_SSL):
+    """IMAP over TLS (993) from a chosen loopback address."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        super().__init__("127.0.0.1", 993, ssl_context=context, timeout=30)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        plain = socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self.source, 0)
+        )
+        wrapped: socket.socket = self.ssl_context.wrap_socket(plain, server_hostname=self.host)
+        return wrapped
+
+
+def imap_login(source: str) -> bool:
+    try:
+        with _ImapFrom(source) as client:
+            client.login("bob@example.org", PASSWORDS["bob@example.org"])
+            client.logout()
+    except imaplib.IMAP4.error:
+        return False
+    return True
+
+
+def harvest(source: str, count: int = 5) -> None:
+    with smtplib.SMTP("127.0.0.1", 25, source_address=(source, 0), timeout=30) as client:
+        client.ehlo("probe.remote.test")
+        client.mail("probe@remote.test")
+        for number in range(count):
+            client.rcpt(f"nobody{number}@example.com")
+
+
+def test_a_banned_address_stays_out_while_the_daemon_restarts(mailhost: MailHost) -> None:
+    banned, other = "127.0.0.50", "127.0.0.51"
+    assert imap_login(banned)
+    harvest(banned)
+    assert not imap_login(banned)
+    mailhost.kill_policyd()
+    try:
+        # nobody answers Dovecot's policy question: closed (the host's fail mode) refuses
+        assert not imap_login(banned)
+        assert not imap_login(other)
+    finally:
+        mailhost.start_policyd()
+    wait_for_port("127.0.0.1", 9466)
+    # back, the daemon still knows the ban it made a moment before it was killed
+    assert not imap_login(banned)
+    assert imap_login(other)
+
+
+def _guess_over_imaps_and_drop(source: str) -> None:
+    """A wrong password over IMAPS, then the connection dropped without LOGOUT."""
+    client = _ImapFrom(source)
+    with pytest.raises(imaplib.IMAP4.error):
+        client.login("bob@example.org", "not-the-password")
+    client.sock.close()
+
+
+def test_the_fail2ban_filters_match_every_failed_login_of_the_run(
+    mailhost: MailHost, tmp_path: Path
+) -> None:
+    """Real lines of this run, chosen by the client's address and the services' own words
+    for a failure, each matched by the rendered filter with that address."""
+    guesser = "127.0.0.62"
+    dovecot_mark = mailhost.log_mark(DOVECOT_LOG)
+    postfix_mark = mailhost.log_mark()
+    for _ in range(2):
+        _guess_over_imaps_and_drop(guesser)
+    for number in range(4):
+        assert _login_from(guesser, f"wrong-{number}") in (454, 535)
+    time.sleep(1)
+    failures = [
+        line
+        for line in _read_from(DOVECOT_LOG, dovecot_mark)
+        if f"rip={guesser}," in line and "(auth failed," in line
+    ] + [
+        line
+        for line in _read_from(POSTFIX_LOG, postfix_mark)
+        if f"[{guesser}]: SASL " in line and " authentication failed:" in line
+    ]
+    assert len(failures) == 6, failures
+    log = tmp_path / "failures.log"
+    log.write_text("\n".join(failures) + "\n")
+    filter_file = tmp_path / "postwarden-auth.conf"
+    filter_file.write_text(mailhost.tree["/etc/fail2ban/filter.d/postwarden-auth.conf"].content)
+    found = subprocess.run(
+        ["fail2ban-regex", "--out", "<ip>\t<msg>", str(log), str(filter_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert len(found) == len(failures), found
+    assert {row.split("\t")[0] for row in found} == {guesser}
+
+
+def _read_from(log: Path, mark: int) -> list[str]:
+    with log.open("rb") as handle:
+        handle.seek(mark)
+        return handle.read().decode("utf-8", "replace").splitlines()

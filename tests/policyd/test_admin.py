@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -26,6 +27,7 @@ from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
 from postwarden.policyd.pools import PoolRuntime
 from postwarden.policyd.stores import LocalStore
+from postwarden.policyd.tokens import Tokens
 from postwarden.policyd.view import compile_view
 from tests.policyd.test_events import take_queued
 
@@ -76,20 +78,28 @@ class Admin:
     events: list[Event] = field(default_factory=list)
     pool_changes: int = 0
 
-    async def request(self, method: str, path: str, body: bytes | None = None) -> Reply:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, token: str | None = "admin"
+    ) -> Reply:
         """An HTTP request from another thread, as a client would make it: the loop
-        stays free to serve the work the server hands it."""
+        stays free to serve the work the server hands it. ``token``: whose token it
+        carries (see TOKENS), or none."""
         url = f"http://127.0.0.1:{self.server.port}{path}"
-        return await asyncio.to_thread(_http, method, url, body)
+        return await asyncio.to_thread(_http, method, url, body, TOKENS.get(token or ""))
 
-    async def post(self, path: str, payload: object) -> Reply:
-        return await self.request("POST", path, json.dumps(payload).encode())
+    async def post(self, path: str, payload: object, token: str | None = "admin") -> Reply:
+        return await self.request("POST", path, json.dumps(payload).encode(), token)
 
 
-def _http(method: str, url: str, body: bytes | None) -> Reply:
+TOKENS = {"admin": "admin-s3cret", "dovecot": "dovecot-s3cret", "alertmanager": "am-s3cret"}
+
+
+def _http(method: str, url: str, body: bytes | None, token: str | None = None) -> Reply:
     request = urllib.request.Request(url, data=body, method=method)
     if body is not None:
         request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return Reply(response.status, response.read(), response.headers["Content-Type"])
@@ -120,6 +130,7 @@ async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
         lambda: holder["admin"].pools,
         on_pool_change,
         engine.decide_auth,
+        lambda: Tokens(dict(TOKENS)),
     )
     state = Admin(server, metrics, dispatcher, PoolRuntime(policy, HOST), engine, changed)
     holder["admin"] = state
@@ -363,6 +374,7 @@ async def test_dovecot_gets_an_answer_before_its_own_timeout(
         lambda: admin.pools,
         lambda: None,
         slow,
+        lambda: Tokens(dict(TOKENS)),
     )
     server.start()
     try:
@@ -372,6 +384,7 @@ async def test_dovecot_gets_an_answer_before_its_own_timeout(
             "POST",
             f"http://127.0.0.1:{server.port}/dovecot/?command=allow",
             json.dumps(dovecot("192.0.2.66")).encode(),
+            TOKENS["dovecot"],
         )
         took = time.perf_counter() - started
     finally:
@@ -379,3 +392,105 @@ async def test_dovecot_gets_an_answer_before_its_own_timeout(
     assert DOVECOT_TIMEOUT <= took < 2.0
     assert reply.status == 503
     assert reply.json() == {"status": 0, "msg": "timeout"}
+
+
+# ----------------------------------------------------------------- who may call
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "caller"),
+    [
+        ("GET", "/pools", "admin"),
+        ("POST", "/pools/203.0.113.10", "admin"),
+        ("POST", "/dovecot/?command=allow", "dovecot"),
+        ("POST", "/alertmanager/chat", "alertmanager"),
+    ],
+)
+async def test_every_call_but_the_metrics_needs_its_callers_token(
+    admin: Admin, method: str, path: str, caller: str
+) -> None:
+    body = json.dumps({"state": "quarantined", "alerts": []}).encode()
+    sent = body if method == "POST" else None
+    for token in (None, "wrong", *(t for t in TOKENS if t not in (caller, "admin"))):
+        reply = await admin.request(method, path, sent, token)
+        assert reply.status == 401, (token, reply)
+        assert reply.json() == {"error": "a token is needed"}
+    assert admin.pool_changes == 0
+    assert (await admin.request(method, path, sent, caller)).status == 200
+    # the operator's token opens every door
+    assert (await admin.request(method, path, sent, "admin")).status == 200
+
+
+async def test_the_metrics_need_no_token(admin: Admin) -> None:
+    assert (await admin.request("GET", "/metrics", token=None)).status == 200
+
+
+def test_tokens_are_read_from_their_files(tmp_path: Path) -> None:
+    (tmp_path / "admin").write_text("admin-token\n")
+    (tmp_path / "dovecot").write_text("")
+    tokens = Tokens.read(str(tmp_path))
+    assert tokens.by_scope == {"admin": "admin-token"}
+    assert tokens.allows("Bearer admin-token", "dovecot")
+    assert not tokens.allows("Bearer ", "dovecot")
+    assert not tokens.allows("admin-token", "admin")
+    assert not Tokens.read(str(tmp_path / "missing")).allows("Bearer admin-token", "admin")
+
+
+async def test_slow_and_many_clients_cannot_hold_the_server(admin: Admin) -> None:
+    """More connections than threads: the extra ones are closed at once. A client that
+    trickles its request is cut off at the request's deadline. The server answers again."""
+    from postwarden.policyd import admin as admin_module
+
+    held = [
+        socket.create_connection(("127.0.0.1", admin.server.port), timeout=10)
+        for _ in range(admin_module.MAX_THREADS)
+    ]
+    extra = [
+        socket.create_connection(("127.0.0.1", admin.server.port), timeout=2) for _ in range(3)
+    ]
+    assert await asyncio.to_thread(_closed_soon, extra) == len(extra)
+    for connection in held:
+        connection.close()
+
+    trickle = socket.create_connection(("127.0.0.1", admin.server.port), timeout=10)
+    started = time.perf_counter()
+    cut_off = await asyncio.to_thread(_trickle, trickle, b"GET /metrics HTTP/1.1\r\n" * 10)
+    assert cut_off
+    assert time.perf_counter() - started < admin_module.REQUEST_DEADLINE + 2
+    trickle.close()
+    assert (await admin.request("GET", "/metrics", token=None)).status == 200
+
+
+def _closed_soon(connections: list[socket.socket]) -> int:
+    closed = 0
+    for connection in connections:
+        try:
+            if connection.recv(100) == b"":
+                closed += 1
+        except ConnectionResetError:
+            closed += 1
+        except TimeoutError:
+            pass
+        connection.close()
+    return closed
+
+
+def _trickle(connection: socket.socket, data: bytes) -> bool:
+    """Send a byte every 0.3 s (each read is quick); True once the server hangs up."""
+    for byte in data:
+        try:
+            connection.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+        time.sleep(0.3)
+        connection.setblocking(False)
+        try:
+            if connection.recv(100) == b"":
+                return True
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            return True
+        finally:
+            connection.setblocking(True)
+    return False

@@ -184,3 +184,57 @@ async def test_a_unix_path_that_is_not_a_socket_is_left_alone(tmp_path: object) 
         await policy_server.listen(f"unix:{precious}")
     assert precious.read_text() == "version: 1\n"
     await policy_server.close(drain_timeout=1.0)
+
+
+async def test_one_client_address_cannot_take_every_connection() -> None:
+    """A local user with many connections from one address meets its own cap; Postfix,
+    from another address, still gets in."""
+    policy_server = PolicyServer(echo_decider, max_connections=8, max_per_client=3)
+    address = await policy_server.listen("127.0.0.1:0")
+    host, _, port = address.rpartition(":")
+    hog = [
+        await asyncio.open_connection(host, int(port), local_addr=("127.0.0.70", 0))
+        for _ in range(5)
+    ]
+    for hog_reader, _ in hog[3:]:
+        assert await asyncio.wait_for(hog_reader.read(), 5) == b""  # closed at once
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.71", 0))
+    writer.write(REQUEST % b"postfix@x.test")
+    assert await read_reply(reader) == b"action=DUNNO postfix@x.test\n\n"
+    assert policy_server.per_client["127.0.0.70"] == 3
+    for _, hog_writer in hog:
+        hog_writer.close()
+    writer.close()
+    await policy_server.close(drain_timeout=1.0)
+
+
+async def test_a_request_sent_a_byte_at_a_time_is_cut_off() -> None:
+    """Each byte would reset an idle timer; the request as a whole has a deadline."""
+    policy_server = PolicyServer(echo_decider, idle_timeout=60.0, request_timeout=0.6)
+    address = await policy_server.listen("127.0.0.1:0")
+    reader, writer = await connect(address)
+    started = asyncio.get_running_loop().time()
+    closed = False
+    for byte in REQUEST[:-2]:
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            closed = True
+            break
+        if reader.at_eof():
+            closed = True
+            break
+        await asyncio.sleep(0.05)
+        if asyncio.get_running_loop().time() - started > 5:
+            break
+    assert closed or await asyncio.wait_for(reader.read(), 5) == b""
+    assert asyncio.get_running_loop().time() - started < 3
+    # a client that sends whole requests, however rarely, keeps its connection
+    reader, writer = await connect(address)
+    for number in range(3):
+        writer.write(REQUEST % b"ok%d@x.test" % number)
+        assert (await read_reply(reader)).startswith(b"action=DUNNO ok")
+        await asyncio.sleep(0.5)
+    writer.close()
+    await policy_server.close(drain_timeout=1.0)

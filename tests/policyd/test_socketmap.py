@@ -255,3 +255,30 @@ async def test_postfix_own_client(server: tuple[SocketmapServer, str], tmp_path:
     assert await query("alice@example.com") == (0, "pw_main_203_0_113_10\n")
     assert await query("@example.com") == (0, "pw_main_203_0_113_11\n")
     assert await query("nobody@else.test") == (1, "")
+
+
+async def test_connections_over_the_cap_are_refused() -> None:
+    socketmap = SocketmapServer(lookup, max_connections=3)
+    address = await socketmap.listen("127.0.0.1:0")
+    held = [await connect(address) for _ in range(3)]
+    for reader, writer in held:
+        writer.write(netstring("transport alice@example.com"))
+        await read_netstring(reader)
+    extra, _ = await connect(address)
+    assert await asyncio.wait_for(extra.read(), 5) == b""
+    for _, writer in held:
+        writer.close()
+    await socketmap.close()
+
+
+async def test_idle_and_half_sent_requests_are_cut_off() -> None:
+    socketmap = SocketmapServer(lookup, idle_timeout=0.5, request_timeout=0.3)
+    address = await socketmap.listen("127.0.0.1:0")
+    idle, _ = await connect(address)
+    assert await asyncio.wait_for(idle.read(), 5) == b""
+    slow, writer = await connect(address)
+    writer.write(b"27:transport")  # and then nothing more
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(slow.read(), 5) == b""
+    assert asyncio.get_running_loop().time() - started < 0.45
+    await socketmap.close()

@@ -8,7 +8,10 @@ addresses outside its mynetworks.
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
+import subprocess
 import time
 from typing import Any
 
@@ -185,3 +188,188 @@ def test_the_201st_message_in_the_hour_is_deferred(host: Any) -> None:
     codes = [code for code, _ in answers]
     assert codes == [250] * (200 - earlier) + [450]
     assert "sending limit reached: messages 200/h (staff)" in answers[-1][1]
+
+
+# ----------------------------------------------------------- seen from the network
+
+PUBLIC_PORTS = {25, 587, 465, 143, 993}
+"""Where other servers and mail clients connect: nothing else may answer outside."""
+
+
+def listeners(host: Any) -> list[tuple[str, int]]:
+    found = []
+    for line in host.check_output("ss -Hltn").splitlines():
+        local = line.split()[3]
+        address, _, port = local.rpartition(":")
+        found.append((address.strip("[]").split("%")[0], int(port)))
+    return found
+
+
+def test_only_the_mail_ports_listen_beyond_loopback(host: Any) -> None:
+    exposed = {port for address, port in listeners(host) if address not in ("127.0.0.1", "::1")}
+    assert exposed <= PUBLIC_PORTS, f"listening beyond loopback: {sorted(exposed - PUBLIC_PORTS)}"
+
+
+def container_address() -> str:
+    name = "postwarden-mail"
+    shown = subprocess.run(
+        [
+            "podman",
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.split()[0]
+
+
+@pytest.mark.parametrize("port", [9090, 9093, 9094, 9100, 9154, 9466, 10040, 10046, 11332, 11334])
+def test_monitoring_and_daemons_answer_nothing_from_another_address(port: int) -> None:
+    """From the machine that runs the tests, another address on the host's network."""
+    address = container_address()
+    with pytest.raises((ConnectionRefusedError, TimeoutError)):
+        socket.create_connection((address, port), timeout=3).close()
+
+
+def test_the_mail_ports_do_answer_from_another_address() -> None:
+    """The refusals above are not a network that reaches nothing."""
+    with socket.create_connection((container_address(), 25), timeout=10) as client:
+        assert client.recv(100).startswith(b"220 ")
+
+
+@pytest.mark.parametrize(
+    "service", ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter"]
+)
+def test_monitoring_still_works_on_loopback(host: Any, service: str) -> None:
+    port = {"prometheus": 9090, "prometheus-alertmanager": 9093, "prometheus-node-exporter": 9100}
+    assert wait_for(lambda: host.socket(f"tcp://127.0.0.1:{port[service]}").is_listening)
+
+
+def test_prometheus_scrapes_on_loopback(host: Any) -> None:
+    def up() -> dict[str, str]:
+        answer = host.run(
+            "python3 -c 'import urllib.request as u; "
+            'print(u.urlopen("http://127.0.0.1:9090/api/v1/targets").read().decode())\''
+        )
+        if answer.rc != 0:
+            return {}
+        targets = json.loads(answer.stdout)["data"]["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in targets}
+
+    health = wait_for(lambda: (h := up()) and h.get("node") == "up" and h, timeout=90)
+    assert health, up()
+    assert health["prometheus"] == "up"
+    assert health["postwarden-policyd"] == "up"
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("/var/log/postfix.log", "root"),
+        ("/var/log/dovecot.log", "root"),
+        ("/var/log/postwarden/policyd.log", "postwarden"),
+    ],
+)
+def test_the_mail_logs_are_not_world_readable(host: Any, path: str, owner: str) -> None:
+    log = host.file(path)
+    assert log.mode == 0o640
+    assert log.user == owner
+    assert log.group == "adm"
+
+
+# --------------------------------------------------------- the daemon's HTTP side
+
+ADMIN_URL = "http://127.0.0.1:9466"
+
+
+AS_NOBODY = """\
+import sys, urllib.error, urllib.request
+method, url = sys.argv[1], sys.argv[2]
+request = urllib.request.Request(
+    url, data=b"{}" if method == "POST" else None, method=method,
+    headers={"Content-Type": "application/json"},
+)
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+def as_nobody(host: Any, method: str, path: str) -> int:
+    """An unprivileged local user calls the daemon's HTTP side: the status it gets."""
+    encoded = base64.b64encode(AS_NOBODY.encode()).decode()
+    host.run_expect([0], f"echo {encoded} | base64 -d > /tmp/as_nobody.py")
+    shown = host.check_output(
+        f"runuser -u nobody -- python3 /tmp/as_nobody.py {method} '{ADMIN_URL}{path}'"
+    )
+    return int(shown)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/pools"),
+        ("POST", "/pools/203.0.113.10"),
+        ("POST", "/dovecot/?command=report"),
+        ("POST", "/alertmanager/oncall"),
+    ],
+)
+def test_a_local_user_gets_nothing_from_the_daemon(host: Any, method: str, path: str) -> None:
+    assert as_nobody(host, method, path) == 401
+
+
+def test_the_operator_still_runs_every_pool_command(host: Any) -> None:
+    shown = host.run("/opt/postwarden/venv/bin/postwarden pool status")
+    assert shown.rc == 0, shown.stderr
+    assert "203.0.113.10" in shown.stdout
+    refused = host.run("runuser -u nobody -- /opt/postwarden/venv/bin/postwarden pool status")
+    assert refused.rc == 1
+    assert "cannot read the admin token" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "user", "group"),
+    [
+        ("/etc/postwarden/tokens/admin", 0o640, "root", "postwarden"),
+        ("/etc/postwarden/tokens/dovecot", 0o640, "root", "postwarden"),
+        ("/etc/dovecot/postwarden/policy-token.conf", 0o600, "root", "root"),
+        ("/etc/prometheus/postwarden-bridge.token", 0o640, "root", "prometheus"),
+    ],
+)
+def test_the_tokens_are_kept_from_other_users(
+    host: Any, path: str, mode: int, user: str, group: str
+) -> None:
+    token = host.file(path)
+    assert (token.mode, token.user, token.group) == (mode, user, group)
+
+
+def test_the_daemon_may_hold_more_files_than_connections(host: Any) -> None:
+    shown = host.check_output("systemctl show postwarden-policyd -p LimitNOFILE")
+    assert int(shown.split("=")[1]) > 1024 + 256 + 32
+
+
+def test_a_banned_address_stays_out_while_the_daemon_restarts(host: Any) -> None:
+    banned, other = "127.0.0.22", "127.0.0.23"
+    login = ("bob@example.org", PASSWORDS["bob@example.org"])
+
+    def imap(source: str) -> bool:
+        result = host.run(f"smtp_probe imap '{login[0]}' '{login[1]}' {source}")
+        assert result.rc == 0, result.stderr
+        return bool(json.loads(result.stdout)["logged_in"])
+
+    assert imap(banned)
+    probe(host, "harvest", banned, "10")
+    assert not imap(banned)
+    host.run_expect([0], "systemctl kill -s KILL postwarden-policyd")
+    # nobody answers Dovecot's question now: the closed fail mode refuses every login
+    assert not imap(banned)
+    assert wait_for(lambda: host.service("postwarden-policyd").is_running, timeout=60)
+    assert wait_for(lambda: host.socket("tcp://127.0.0.1:9466").is_listening, timeout=60)
+    # back, the daemon still knows the ban it wrote the moment it made it
+    assert not imap(banned)
+    assert wait_for(lambda: imap(other), timeout=30)

@@ -10,15 +10,22 @@ and the run-time state of the IP pools.
 - ``POST /dovecot/?command=allow|report``: Dovecot's auth policy requests
   (auth_policy_server_url); the answer is ``{"status": 0}`` or ``{"status": -1}``.
 
+Everything but the metrics needs its caller's token (``tokens.py``): a local user
+can neither quarantine an address, nor ban one through the Dovecot endpoint, nor
+send notifications through the bridge.
+
 A small threaded server from the standard library: these requests are rare, and
-each hands its work to the event loop.
+each hands its work to the event loop. Threads are bounded, and each request has a
+deadline, so slow or many clients cannot exhaust the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -34,11 +41,47 @@ from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.tokens import Tokens
 
 log = logging.getLogger("postwarden.policyd")
 MAX_BODY = 1_000_000
 DOVECOT_TIMEOUT = 1.5
 """Below Dovecot's own 2 s, so that it hears an answer rather than a timeout."""
+MAX_THREADS = 32
+"""Requests handled at once; a connection beyond them is closed at once."""
+REQUEST_DEADLINE = 5.0
+"""A whole request, read and answered: a client sending a byte at a time is cut off."""
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # the kernel's queue of connections not yet accepted: socketserver's 5 drops the
+    # handshakes of a burst, which then arrive late and out of order
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_THREADS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that was too slow or went away: nothing to print a traceback for
+        return None
 
 
 class AdminServer:
@@ -51,11 +94,27 @@ class AdminServer:
         pools: Callable[[], PoolRuntime],
         on_pool_change: Callable[[], None],
         auth_policy: Callable[[str, dict[str, Any]], Coroutine[Any, Any, str]],
+        tokens: Callable[[], Tokens],
     ) -> None:
         host, _, port = address.rpartition(":")
         admin = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_DEADLINE
+
+            def handle(self) -> None:
+                # the socket timeout bounds each read; this bounds the whole request
+                deadline = threading.Timer(REQUEST_DEADLINE, self._cut_off)
+                deadline.start()
+                try:
+                    super().handle()
+                finally:
+                    deadline.cancel()
+
+            def _cut_off(self) -> None:
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
             def do_GET(self) -> None:
                 admin.get(self)
 
@@ -71,8 +130,8 @@ class AdminServer:
         self.pools = pools
         self.on_pool_change = on_pool_change
         self.auth_policy = auth_policy
-        self.server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
-        self.server.daemon_threads = True
+        self.tokens = tokens
+        self.server = _BoundedServer((host.strip("[]"), int(port)), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -88,19 +147,30 @@ class AdminServer:
 
     # ---------------------------------------------------------------- routes
 
+    def allowed(self, request: BaseHTTPRequestHandler, scope: str) -> bool:
+        """Whether the request carries ``scope``'s token; answers 401 when not."""
+        if self.tokens().allows(request.headers.get("Authorization"), scope):
+            return True
+        request.close_connection = True
+        _json(request, HTTPStatus.UNAUTHORIZED, {"error": "a token is needed"})
+        return False
+
     def get(self, request: BaseHTTPRequestHandler) -> None:
         if request.path == "/metrics":
             _reply(
                 request, HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
             )
         elif request.path == "/pools":
-            _json(request, HTTPStatus.OK, self.pools().addresses())
+            if self.allowed(request, "admin"):
+                _json(request, HTTPStatus.OK, self.pools().addresses())
         else:
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     def post(self, request: BaseHTTPRequestHandler) -> None:
-        body = _body(request)
         url = urlsplit(request.path)
+        if not self.allowed(request, _scope(url.path)):
+            return
+        body = _body(request)
         if body is None:
             _json(request, HTTPStatus.BAD_REQUEST, {"error": "a JSON object is expected"})
         elif url.path == "/dovecot/":
@@ -171,6 +241,15 @@ class AdminServer:
         log.warning("pool address %s is now %s", address, state)
         self.loop.call_soon_threadsafe(self.on_pool_change)
         _json(request, HTTPStatus.OK, pools.addresses()[address])
+
+
+def _scope(path: str) -> str:
+    """The caller a POST is meant for; the admin may make any."""
+    if path == "/dovecot/":
+        return "dovecot"
+    if path.startswith("/alertmanager/"):
+        return "alertmanager"
+    return "admin"
 
 
 def _mapping(value: object) -> dict[str, Any]:

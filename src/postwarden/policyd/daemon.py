@@ -30,6 +30,7 @@ from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
 from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
+from postwarden.policyd.tokens import Tokens
 from postwarden.policyd.usage import UsageLog
 from postwarden.policyd.view import PolicyView
 
@@ -123,6 +124,7 @@ class Daemon:
     dispatcher: EventDispatcher
     pools: PoolRuntime
     usage: UsageLog
+    tokens: Tokens
 
     @classmethod
     def start(cls, settings: PolicydSettings, runtime: Runtime) -> Daemon:
@@ -146,6 +148,7 @@ class Daemon:
             dispatcher,
             pools,
             UsageLog(settings.usage_log, settings.usage_retention),
+            Tokens.read(settings.tokens_dir),
         )
         engine.on_event = daemon.on_event
         engine.on_usage = daemon.on_usage
@@ -197,6 +200,8 @@ class Daemon:
         except (LoaderFailed, OSError) as error:
             log.error("reload refused: %s; the policy in use stays", error)
             return
+        # tokens made anew on the host take effect with a reload too
+        self.tokens = Tokens.read(self.settings.tokens_dir)
         self.engine.view = runtime.view
         if isinstance(self.engine.store, LocalStore):
             self.engine.store.longest_window = runtime.view.longest_window()
@@ -273,6 +278,7 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
         lambda: daemon.pools,
         daemon.save_pools,
         daemon.engine.decide_auth,
+        lambda: daemon.tokens,
     )
     admin.start()
     workers = [

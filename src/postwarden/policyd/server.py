@@ -10,8 +10,10 @@ the connection is not read until the queue shrinks, so a client that pipelines
 without end costs a bounded amount of memory.
 
 A client that breaks the protocol gets a log line and a closed connection;
-nothing a client sends can stop the server. Connections are capped, idle ones
-are closed, and a client that does not read its replies stops being read.
+nothing a client sends can stop the server. Connections are capped, in all and
+per client address; idle ones are closed, and so is one that leaves a request
+half sent (Postfix writes each request whole: a byte a minute is an attack); a
+client that does not read its replies stops being read.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import os
 import stat
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -35,6 +37,12 @@ Decider = Callable[[dict[str, str]], Awaitable[str]]
 ImmediateDecider = Callable[[dict[str, str]], str | None]
 """Decides at once, or returns None when the decision has to wait for I/O."""
 MAX_CONNECTIONS = 1024
+MAX_PER_CLIENT = 512
+"""Connections from one TCP client address: more than Postfix's smtpd processes of
+every service together on a large host, fewer than all. A UNIX socket (the
+deployed default) admits only Postfix's group, and has no per-client cap."""
+REQUEST_TIMEOUT = 10.0
+"""How long a request may stay half received."""
 # longer than Postfix's own smtpd_policy_service_max_idle (300 s): Postfix closes first
 IDLE_TIMEOUT = 330.0
 IDLE_SWEEP = 10.0
@@ -54,6 +62,9 @@ class _Connection(asyncio.Protocol):
         self.peer: object = "unix"
         self.write_paused = False
         self.queue_full = False
+        self.partial_since: float | None = None
+        """When the request now half received began to arrive."""
+        self.client: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one
@@ -63,9 +74,21 @@ class _Connection(asyncio.Protocol):
             log.warning("too many connections (%d): refusing one", len(self.server.live))
             self.transport.close()
             return
+        client = self.peer[0] if isinstance(self.peer, tuple) else None
+        if client is not None and self.server.per_client[client] >= self.server.max_per_client:
+            self.server.refuse_client(client)
+            self.transport.close()
+            return
+        self.client = client
+        if client is not None:
+            self.server.per_client[client] += 1
         self.server.live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.server.live and self.client is not None:
+            self.server.per_client[self.client] -= 1
+            if not self.server.per_client[self.client]:
+                del self.server.per_client[self.client]
         self.server.live.discard(self)
         self.waiting.clear()
         if self.worker is not None:
@@ -80,6 +103,10 @@ class _Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        if not self.parser.pending:
+            self.partial_since = None
+        elif self.partial_since is None or requests:
+            self.partial_since = self.last_seen
         for request in requests:
             self._answer(request)
 
@@ -153,8 +180,12 @@ class PolicyServer:
     error_action: str = ERROR_ACTION
     """The answer when a decision fails unexpectedly (the fail mode's, in the daemon)."""
     max_connections: int = MAX_CONNECTIONS
+    max_per_client: int = MAX_PER_CLIENT
     idle_timeout: float = IDLE_TIMEOUT
+    request_timeout: float = REQUEST_TIMEOUT
     live: set[_Connection] = field(default_factory=set)
+    per_client: Counter[str] = field(default_factory=Counter)
+    _refused_clients: set[str] = field(default_factory=set)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _sweeper: asyncio.Task[None] | None = None
 
@@ -182,14 +213,32 @@ class PolicyServer:
         log.info("listening on %s", bound)
         return bound
 
+    def refuse_client(self, client: str) -> None:
+        # once per client until its connections drop below the cap: no log flood
+        if client not in self._refused_clients:
+            self._refused_clients.add(client)
+            log.warning(
+                "too many connections from %s (%d): refusing more", client, self.max_per_client
+            )
+
     async def _close_idle(self) -> None:
-        interval = min(IDLE_SWEEP, self.idle_timeout / 2)
+        interval = min(IDLE_SWEEP, self.idle_timeout / 2, self.request_timeout / 2)
         while True:
             await asyncio.sleep(interval)
-            cutoff = time.monotonic() - self.idle_timeout
-            for connection in [c for c in self.live if c.last_seen < cutoff]:
-                if connection.transport is not None:
-                    connection.transport.close()
+            now = time.monotonic()
+            idle, slow = now - self.idle_timeout, now - self.request_timeout
+            for connection in list(self.live):
+                started = connection.partial_since
+                if connection.last_seen < idle or (started is not None and started < slow):
+                    if started is not None and started < slow:
+                        log.warning(
+                            "closing connection from %s: request sent too slowly", connection.peer
+                        )
+                    if connection.transport is not None:
+                        connection.transport.close()
+            self._refused_clients = {
+                c for c in self._refused_clients if self.per_client[c] >= self.max_per_client
+            }
 
     async def close(self, drain_timeout: float = 10.0) -> None:
         """Stop accepting; let connections finish the request in hand, then end them."""

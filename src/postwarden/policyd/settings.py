@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from postwarden.policy.endpoints import Listen, Nameserver, TcpListen, check_redis_url
 from postwarden.policy.models.base import PolicyModel
 from postwarden.policy.units import DomainName, Duration, Seconds
+from postwarden.policyd.tokens import TOKENS_DIR
 
 SETTINGS_PATH = "/etc/postwarden/policyd.yml"
 POLICY_PATH = "/etc/postwarden/policy.yml"
@@ -23,6 +24,8 @@ class PolicydSettings(PolicyModel):
     """TCP HOST:PORT or unix:PATH, one or more."""
     metrics_listen: TcpListen = "127.0.0.1:9466"
     """Prometheus metrics, the Alertmanager bridge and the pool state (HTTP, loopback)."""
+    tokens_dir: str | None = TOKENS_DIR
+    """Where the tokens of the HTTP side's callers are (admin, dovecot, alertmanager)."""
     socketmap_listen: TcpListen | None = "127.0.0.1:10046"
     """Postfix asks here which transport a sender's mail leaves through."""
     pool_state: str = "/var/lib/postwarden/pools.json"

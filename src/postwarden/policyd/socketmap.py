@@ -47,6 +47,11 @@ class NetstringParser:
             found.append(bytes(self._buffer[colon + 1 : end]))
             del self._buffer[: end + 1]
 
+    @property
+    def pending(self) -> bool:
+        """Part of a request is buffered."""
+        return bool(self._buffer)
+
 
 def netstring(text: str) -> bytes:
     data = text.encode()
@@ -61,9 +66,20 @@ def answer(request: bytes, lookup: Callable[[str], str | None]) -> bytes:
     return netstring(f"OK {value}" if value else "NOTFOUND ")
 
 
+MAX_CONNECTIONS = 256
+"""Postfix's queue manager and address rewriting keep a few connections each."""
+IDLE_TIMEOUT = 330.0
+"""Longer than Postfix's idle time for a socketmap (ipc_idle, 5 min)."""
+REQUEST_TIMEOUT = 10.0
+"""How long a request may stay half received: Postfix sends each one whole."""
+
+
 @dataclass
 class SocketmapServer:
     lookup: Callable[[str], str | None]
+    max_connections: int = MAX_CONNECTIONS
+    idle_timeout: float = IDLE_TIMEOUT
+    request_timeout: float = REQUEST_TIMEOUT
     _servers: list[asyncio.Server] = field(default_factory=list)
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -80,15 +96,26 @@ class SocketmapServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= self.max_connections:
+            log.warning("socketmap: too many connections (%d): refusing one", self.max_connections)
+            writer.close()
+            return
         self._connections.add(task)
         parser = NetstringParser()
         try:
-            while data := await reader.read(4096):
+            while True:
+                # idle between requests for long; a started request must finish soon
+                wait = self.request_timeout if parser.pending else self.idle_timeout
+                data = await asyncio.wait_for(reader.read(4096), wait)
+                if not data:
+                    break
                 for request in parser.feed(data):
                     writer.write(answer(request, self.lookup))
                 await writer.drain()
         except ProtocolError as error:
             log.warning("socketmap: closing a connection: %s", error)
+        except TimeoutError:
+            pass
         except ConnectionError:
             pass
         finally:
