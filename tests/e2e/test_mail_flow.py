@@ -171,13 +171,36 @@ def test_port_25_rejects_unknown_recipients(mailhost: MailHost) -> None:
     assert b"User unknown" in text
 
 
-def test_internal_list_addresses_are_not_reachable(mailhost: MailHost) -> None:
-    for address in (
-        "pwlist-all-staff=example.com@localhost",
-        "owner-pwlist-all-staff=example.com@mail.example.com",
-    ):
-        with pytest.raises(smtplib.SMTPRecipientsRefused):
-            mailhost.smtp25(message("friend@remote.test", address, marker()))
+INTERNAL = (
+    "pwlist-all-staff=example.com@localhost",
+    "pwlist-all-staff=example.com@mail.example.com",
+    "owner-pwlist-all-staff=example.com@mail.example.com",
+)
+
+
+@pytest.mark.parametrize("address", INTERNAL)
+def test_internal_list_addresses_are_not_reachable(mailhost: MailHost, address: str) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        mailhost.smtp25(message("friend@remote.test", address, marker()))
+    # nor from the host's own networks
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        mailhost.smtp25(message("app@example.com", address, marker()), source="127.0.0.1")
+
+
+@pytest.mark.parametrize("address", INTERNAL)
+@pytest.mark.parametrize("port", [587, 465])
+def test_a_logged_in_member_cannot_reach_an_expansion_address(
+    mailhost: MailHost, address: str, port: int
+) -> None:
+    """Else a member writes to the whole list past its moderation and its throttle."""
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        mailhost.submit("bob@example.org", message("bob@example.org", address, marker()), port=port)
+    ((code, text),) = refused.value.recipients.values()
+    if address.endswith("@localhost"):
+        assert code == 504  # not even a fully qualified address
+    else:
+        assert code == 554
+        assert b"list delivery addresses are internal" in text
 
 
 # ----------------------------------------------------------------------- lists

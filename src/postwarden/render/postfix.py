@@ -420,7 +420,11 @@ def main_cf_sections(policy: Policy, host: HostSettings) -> list[Section]:
                 ("pw_submission_relay_restrictions", "permit_sasl_authenticated, reject"),
                 (
                     "pw_submission_recipient_restrictions",
-                    f"reject_non_fqdn_recipient, {ask_policyd}, permit_sasl_authenticated, reject",
+                    # a login may not write to a list's expansion address either: only
+                    # the list itself does, after its posting rule and throttle
+                    "reject_non_fqdn_recipient, "
+                    f"check_recipient_access regexp:{MAPS_DIR}/internal_recipients, "
+                    f"{ask_policyd}, permit_sasl_authenticated, reject",
                 ),
             ),
         ),
