@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -526,6 +526,20 @@ def test_the_policy_daemon_is_asked_on_every_path(main_cf: dict[str, str]) -> No
 def test_message_size_limit(example: LoadedPolicy, main_cf: dict[str, str]) -> None:
     assert main_cf["message_size_limit"] == "52428800"
     assert int(main_cf["message_size_limit"]) == int(example.policy.server.message_size_limit)
+
+
+def test_port25_min_tls_sets_the_oldest_protocol(
+    example: LoadedPolicy, main_cf: dict[str, str]
+) -> None:
+    assert main_cf["smtpd_tls_protocols"] == ">=TLSv1.2"
+    server = example.policy.server.model_copy(update={"port25_min_tls": "TLSv1"})
+    lenient = example.policy.model_copy(update={"server": server})
+    rendered = parse_main_cf(
+        by_path(render(replace(example, policy=lenient)))["/etc/postfix/main.cf"]
+    )
+    assert rendered["smtpd_tls_protocols"] == ">=TLSv1"
+    # the logins' own floor does not move
+    assert rendered["smtpd_tls_mandatory_protocols"] == ">=TLSv1.2"
 
 
 def test_one_smtp_transport_per_outbound_address(

@@ -122,6 +122,8 @@ def test_events_that_can_never_fire_warn(write_policy: WritePolicy) -> None:
         "  - {on: ip.blacklisted, notify: [chat]}\n"
     )
     assert _warnings(write_policy, extra) == [
+        "events[0].on: spam.outbound is never raised by this version of postwarden: "
+        "outbound spam verdicts do not reach postwarden-policyd yet",
         "events[0].on: spam.outbound never fires: abuse.outbound_spam is not configured",
         "events[1].on: abuse.auth_failures never fires: "
         "abuse.bad_smtp_sessions.auth_failures is not configured",

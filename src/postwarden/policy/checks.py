@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from postwarden.policy.enforcement import not_enforced
 from postwarden.policy.models import Policy
 from postwarden.policy.models.events import LargeMessageEvent
 from postwarden.policy.models.lists import MailingList
@@ -70,6 +71,12 @@ def domain_references(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     for name, domain in policy.domains.items():
         yield from _ref(
             ("domains", name, "throttle"), domain.throttle, "throttle", policy.throttles
+        )
+        yield from _ref(
+            ("domains", name, "shared_throttle"),
+            domain.shared_throttle,
+            "throttle",
+            policy.throttles,
         )
         yield from _ref(("domains", name, "ip_pool"), domain.ip_pool, "ip pool", policy.ip_pools)
 
@@ -510,3 +517,12 @@ def users_have_passwords(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             severity="warning",
             point_at="key",
         )
+
+
+# ------------------------------------------------------------ not enforced yet
+
+
+@check("password_policy", "users", "reports", "events")
+def settings_not_enforced(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
+    """Valid settings that this version does not act on: said plainly, as warnings."""
+    yield from not_enforced(policy)

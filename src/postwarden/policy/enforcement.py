@@ -1,0 +1,82 @@
+"""What this version accepts in a policy but does not enforce yet.
+
+A key here is valid, so that a policy written for a later version still loads,
+but nothing acts on it: `validate` warns about every one a policy sets, so that
+nobody believes it is on. tests/unit/test_key_coverage.py ties this list to the
+list of every key and the test that proves its effect: a key is in exactly one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from postwarden.policy.models import Policy
+from postwarden.policy.problems import Finding
+
+NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
+    ("password_policy", "min_length"): "no command sets passwords yet",
+    ("password_policy", "min_character_classes"): "no command sets passwords yet",
+    ("password_policy", "forbid_common"): "no command sets or audits passwords yet",
+    ("password_policy", "forbid_personal"): "no command sets or audits passwords yet",
+    ("password_policy", "max_age"): "passwords do not expire yet",
+    ("password_policy", "audit"): "passwords are not audited yet",
+    ("password_policy", "audit", "schedule"): "passwords are not audited yet",
+    ("password_policy", "audit", "notify_users"): "passwords are not audited yet",
+    ("users", "*", "name"): "display names serve the password checks, which are not built yet",
+    ("reports",): "reports are not made or sent yet",
+    ("reports", "*", "include"): "reports are not made or sent yet",
+    ("reports", "*", "schedule"): "reports are not made or sent yet",
+    ("reports", "*", "send_to"): "reports are not made or sent yet",
+}
+"""Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
+
+NOT_ENFORCED_EVENTS: dict[str, str] = {
+    "password.audit_failed": "passwords are not audited yet, so this never fires",
+    "spam.outbound": "outbound spam verdicts do not reach postwarden-policyd yet",
+    "queue.size": "no Postfix queue exporter is deployed yet, so this never fires",
+}
+"""Event kinds that nothing raises yet."""
+
+_SUFFIX = "not enforced by this version of postwarden"
+
+
+def not_enforced(policy: Policy) -> Iterator[Finding]:
+    """A warning for each setting the policy declares that this version ignores."""
+    settings = policy.password_policy
+    for key in ("min_length", "min_character_classes", "forbid_common", "forbid_personal"):
+        if key in settings.model_fields_set:
+            yield _warning(("password_policy", key))
+    if settings.max_age is not None:
+        yield _warning(("password_policy", "max_age"))
+    if settings.audit is not None:
+        yield _warning(("password_policy", "audit"))
+    named = [address for address, user in policy.users.items() if user.name is not None]
+    if named:
+        # one warning for all of them, at the first
+        yield Finding(
+            ("users", named[0], "name"),
+            f"{_SUFFIX}: {NOT_ENFORCED_KEYS[('users', '*', 'name')]}"
+            + (f" (nor the {len(named) - 1} other names)" if len(named) > 1 else ""),
+            "keep them for a later version",
+            severity="warning",
+        )
+    if policy.reports:
+        yield _warning(("reports",))
+    for index, event in enumerate(policy.events):
+        reason = NOT_ENFORCED_EVENTS.get(event.on)
+        if reason is not None:
+            yield Finding(
+                ("events", index, "on"),
+                f"{event.on} is never raised by this version of postwarden: {reason}",
+                "keep it for a later version, or remove it",
+                severity="warning",
+            )
+
+
+def _warning(path: tuple[str, ...]) -> Finding:
+    return Finding(
+        path,
+        f"{_SUFFIX}: {NOT_ENFORCED_KEYS[path]}",
+        "keep it for a later version, or remove it",
+        severity="warning",
+    )
