@@ -396,6 +396,52 @@ def pool_activate(address: str, admin: AdminOpt = None) -> None:
     _set_pool_state(address, "active", admin)
 
 
+FAIL2BAN_SOCKET = "/run/fail2ban/fail2ban.sock"
+ban_app = typer.Typer(help="Clients banned for abuse, on every host sharing the store.")
+app.add_typer(ban_app, name="ban")
+
+
+@ban_app.command("list")
+def ban_list(admin: AdminOpt = None) -> None:
+    """Show every client banned now, and for how much longer."""
+    shown = _admin_call(admin, "/bans")
+    assert isinstance(shown, dict)
+    bans = shown["bans"]
+    if not bans:
+        typer.echo("no client is banned")
+    for ban in bans:
+        minutes, seconds = divmod(int(ban["seconds_left"]), 60)
+        typer.echo(f"{ban['client']:<40} {minutes}m{seconds:02d}s left")
+
+
+@ban_app.command("lift")
+def ban_lift(address: str, admin: AdminOpt = None) -> None:
+    """End ADDRESS's ban now: in the shared store (every host sharing it refuses it
+    no more) and in this host's firewall (fail2ban)."""
+    import shutil
+    import subprocess
+
+    lifted = _admin_call(admin, f"/bans/{address}", {"action": "lift"})
+    assert isinstance(lifted, dict)
+    typer.echo(
+        f"{address}: ban lifted in postwarden-policyd's store"
+        if lifted["lifted"]
+        else f"{address}: not banned in postwarden-policyd's store"
+    )
+    fail2ban = shutil.which("fail2ban-client")
+    if fail2ban is None or not Path(FAIL2BAN_SOCKET).exists():
+        typer.echo(f"{address}: fail2ban does not run on this host")
+        return
+    unbanned = subprocess.run(
+        [fail2ban, "unban", address], capture_output=True, text=True, check=False
+    )
+    if unbanned.returncode != 0:
+        typer.echo(f"{address}: fail2ban-client unban failed: {unbanned.stderr.strip()}", err=True)
+        raise typer.Exit(1)
+    count = unbanned.stdout.strip() or "0"
+    typer.echo(f"{address}: unbanned in {count} fail2ban jail(s) of this host")
+
+
 moderation_app = typer.Typer(
     help="Mail in Postfix's hold queue: held list posts, throttled mail, outbound spam."
 )

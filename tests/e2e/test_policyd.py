@@ -362,3 +362,40 @@ def _read_from(log: Path, mark: int) -> list[str]:
     with log.open("rb") as handle:
         handle.seek(mark)
         return handle.read().decode("utf-8", "replace").splitlines()
+
+
+def test_a_ban_is_listed_and_lifted_by_the_operator(mailhost: MailHost) -> None:
+    harvester = "127.0.0.63"
+    harvest(harvester)
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        mailhost.smtp25(
+            message("friend@remote.test", "bob@example.org", marker()), source=harvester
+        )
+    listed = postwarden("ban", "list", "--admin", ADMIN)
+    assert listed.returncode == 0, listed.stderr
+    assert harvester in listed.stdout
+    lifted = postwarden("ban", "lift", harvester, "--admin", ADMIN)
+    assert lifted.returncode == 0, lifted.stderr
+    assert f"{harvester}: ban lifted in postwarden-policyd's store" in lifted.stdout
+    assert harvester not in postwarden("ban", "list", "--admin", ADMIN).stdout
+    tag = marker()
+    mailhost.smtp25(message("friend@remote.test", "bob@example.org", tag), source=harvester)
+    mailhost.wait_for_mailbox("bob@example.org", tag)
+    assert f"ban lifted client={harvester}" in POLICYD_LOG.read_text()
+
+
+def test_a_domains_senders_have_each_a_budget_and_one_together(mailhost: MailHost) -> None:
+    """Local applications relay from the host's own networks as addresses nobody
+    declared (apps.example.com: 3/h each, 5/h together)."""
+
+    def relay(sender: str) -> int:
+        try:
+            mailhost.smtp25(
+                message(sender, "friend@remote.test", marker()), sender=sender, source="127.0.0.1"
+            )
+        except smtplib.SMTPDataError as refused:
+            return refused.smtp_code
+        return 250
+
+    assert [relay("webapp@apps.example.com") for _ in range(4)] == [250, 250, 250, 450]
+    assert [relay("cron@apps.example.com") for _ in range(3)] == [250, 250, 450]

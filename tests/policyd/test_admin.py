@@ -131,6 +131,7 @@ async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
         on_pool_change,
         engine.decide_auth,
         lambda: Tokens(dict(TOKENS)),
+        lambda: store,
     )
     state = Admin(server, metrics, dispatcher, PoolRuntime(policy, HOST), engine, changed)
     holder["admin"] = state
@@ -375,6 +376,7 @@ async def test_dovecot_gets_an_answer_before_its_own_timeout(
         lambda: None,
         slow,
         lambda: Tokens(dict(TOKENS)),
+        LocalStore,
     )
     server.start()
     try:
@@ -494,3 +496,33 @@ def _trickle(connection: socket.socket, data: bytes) -> bool:
         finally:
             connection.setblocking(True)
     return False
+
+
+# ------------------------------------------------------------------------ bans
+
+
+async def test_bans_are_listed_counted_and_lifted(admin: Admin) -> None:
+    """A guesser is banned by its failed logins; the operator sees the ban, in the
+    metrics too, lifts it, and the client logs in again."""
+    for _ in range(3):
+        await admin.post("/dovecot/?command=report", dovecot("192.0.2.66", success=False))
+    listed = (await admin.request("GET", "/bans")).json()["bans"]
+    assert [ban["client"] for ban in listed] == ["192.0.2.66"]
+    assert 3500 < listed[0]["seconds_left"] <= 3600
+    metrics = (await admin.request("GET", "/metrics", token=None)).body.decode()
+    assert "postwarden_policyd_bans_active 1.0" in metrics
+    refused = await admin.post("/dovecot/?command=allow", dovecot("192.0.2.66"), "dovecot")
+    assert refused.json()["status"] == -1
+
+    lifted = await admin.post("/bans/192.0.2.66", {"action": "lift"})
+    assert lifted.json() == {"client": "192.0.2.66", "lifted": True}
+    assert (await admin.request("GET", "/bans")).json() == {"bans": []}
+    metrics = (await admin.request("GET", "/metrics", token=None)).body.decode()
+    assert "postwarden_policyd_bans_active 0.0" in metrics
+    allowed = await admin.post("/dovecot/?command=allow", dovecot("192.0.2.66"), "dovecot")
+    assert allowed.json()["status"] == 0
+    # lifting what is not banned, or what is no address, says so
+    again = await admin.post("/bans/192.0.2.66", {"action": "lift"})
+    assert again.json()["lifted"] is False
+    assert (await admin.post("/bans/nobody", {"action": "lift"})).status == 400
+    assert (await admin.post("/bans/192.0.2.66", {"action": "lift"}, "dovecot")).status == 401

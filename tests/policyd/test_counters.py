@@ -325,9 +325,24 @@ async def test_a_ban_reaches_the_disk_at_once(tmp_path: Path) -> None:
     is back; other counts wait for the next write-behind as before."""
     path = str(tmp_path / "counters.sqlite")
     store = LocalStore(path, clock=lambda: 1_000_000.0, flush_interval=3600.0)
-    store.run_now([Add("k", 3600, 1), Ban("192.0.2.66", 3600)])
+    store.run_now([Add("k", 1, 3600), Ban("192.0.2.66", 3600)])
     # no flush and no close: what a kill -9 leaves behind
     again = LocalStore(path, clock=lambda: 1_000_001.0)
     assert again.counters.bans == {"192.0.2.66": 1_003_600.0}
     assert "k" not in again.counters.windows
     assert await again.run([BanCheck("192.0.2.66")]) == [True]
+
+
+async def test_a_lifted_ban_is_gone_from_the_disk_at_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    store = LocalStore(path, clock=lambda: 1_000_000.0, flush_interval=3600.0)
+    store.run_now([Add("invalid:192.0.2.66", 1, 600), Ban("192.0.2.66", 3600)])
+    store.run_now([Ban("192.0.2.67", 3600)])
+    assert sorted(await store.bans()) == ["192.0.2.66", "192.0.2.67"]
+    assert await store.lift("192.0.2.66") is True
+    # the count that led to the ban is forgotten: the next mistake does not ban again
+    assert await store.run([Add("invalid:192.0.2.66", 1, 600)]) == [1]
+    assert await store.lift("192.0.2.66") is False
+    # killed now: the lifted ban does not come back, the other stays
+    again = LocalStore(path, clock=lambda: 1_000_001.0)
+    assert list(await again.bans()) == ["192.0.2.67"]

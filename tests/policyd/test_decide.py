@@ -236,7 +236,7 @@ def test_a_harvester_is_banned_at_the_limit(ask: Callable[..., Verdict]) -> None
     )
     assert kinds(third) == ["abuse.bad_smtp_session"]
     banned = probe(ask, "alice@example.com")
-    assert banned.action == "REJECT 5.7.1 this client is banned for abuse; try again later"
+    assert banned.action == "REJECT 5.7.1 this client is banned for abuse"
     assert probe(ask, "alice@example.com", client="192.0.2.10").action == "DUNNO"
 
 
@@ -487,3 +487,83 @@ def test_failed_logins_from_the_hosts_own_networks_never_ban(write_policy: Write
     # webmail on the host logs its users in from 127.0.0.1
     assert all(failed_login(view, counters, "127.0.0.1").action == "DUNNO" for _ in range(10))
     assert counters.bans == {}
+
+
+# ----------------------------------------------------------------- domain budgets
+
+DOMAIN_BUDGETS = """\
+server: {hostname: mail.example.com, postmaster: ops@example.net}
+domains:
+  example.com: {throttle: each, shared_throttle: together}
+  example.org: {}
+users:
+  alice@example.com: {aliases: [info@example.com], send_as: [billing@example.com]}
+  bob@example.org: {send_as: [billing@example.com]}
+throttles:
+  each: {messages: 3/h}
+  together: {messages: 5/h, recipients: 6/h}
+"""
+
+
+@pytest.fixture
+def budgets(write_policy: WritePolicy) -> PolicyView:
+    return compile_view(load_policy(write_policy(DOMAIN_BUDGETS)).policy, ["127.0.0.0/8"])
+
+
+def test_mail_relayed_under_an_alias_counts_for_its_user(budgets: PolicyView) -> None:
+    counters = Counters()
+    assert relayed(budgets, counters, "alice@example.com", "127.0.0.1").action == "DUNNO"
+    assert relayed(budgets, counters, "info@example.com", "127.0.0.1").action == "DUNNO"
+    assert relayed(budgets, counters, "Info+x@example.com", "127.0.0.1").action == "DUNNO"
+    fourth = relayed(budgets, counters, "info@example.com", "127.0.0.1")
+    assert fourth.action == "DEFER 4.7.1 sending limit reached: messages 3/h (each)"
+    assert fourth.usage is not None
+    assert fourth.usage.login == "alice@example.com"
+    # a grant shared by two users is nobody's alone: it is a sender of its own
+    assert relayed(budgets, counters, "billing@example.com", "127.0.0.1").action == "DUNNO"
+
+
+def test_each_undeclared_sender_of_a_domain_gets_the_domains_throttle(
+    budgets: PolicyView,
+) -> None:
+    """webapp@ and cron@ are nobody's address: each gets a budget of 3/h."""
+    counters = Counters()
+    answers = [relayed(budgets, counters, "webapp@example.com", "127.0.0.1") for _ in range(4)]
+    assert [a.action.split(" ")[0] for a in answers] == ["DUNNO"] * 3 + ["DEFER"]
+    assert answers[-1].events[0].subject == "webapp@example.com/each"
+    # cron@ has its own three, but the domain's five are shared: the sixth is refused
+    assert relayed(budgets, counters, "cron@example.com", "127.0.0.1").action == "DUNNO"
+    assert relayed(budgets, counters, "cron@example.com", "127.0.0.1").action == "DUNNO"
+    sixth = relayed(budgets, counters, "cron@example.com", "127.0.0.1")
+    assert sixth.action == "DEFER 4.7.1 sending limit reached: messages 5/h (together)"
+    assert sixth.events[0].subject == "example.com/together"
+
+
+def test_the_shared_budget_counts_logins_and_relayed_mail_together(budgets: PolicyView) -> None:
+    counters = Counters()
+    for _ in range(3):
+        assert relayed(budgets, counters, "webapp@example.com", "127.0.0.1").action == "DUNNO"
+    request = {
+        "protocol_state": "END-OF-MESSAGE",
+        "sasl_username": "alice@example.com",
+        "sender": "alice@example.com",
+        "size": "500",
+        "recipient_count": "1",
+        "client_address": "192.0.2.7",
+    }
+    assert drive(decide(request, budgets), counters).action == "DUNNO"
+    assert drive(decide(request, budgets), counters).action == "DUNNO"
+    refused = drive(decide(request, budgets), counters)
+    assert refused.action == "DEFER 4.7.1 sending limit reached: messages 5/h (together)"
+    # recipients are counted at RCPT against the shared budget too
+    rcpt = {**request, "protocol_state": "RCPT", "recipient": "someone@remote.test"}
+    answers = [drive(decide(rcpt, budgets), counters).action for _ in range(7)]
+    assert answers == ["DUNNO"] * 6 + [
+        "DEFER 4.7.1 sending limit reached: recipients 6/h (together)"
+    ]
+
+
+def test_another_domain_has_no_budget(budgets: PolicyView) -> None:
+    counters = Counters()
+    answers = [relayed(budgets, counters, "app@example.org", "127.0.0.1") for _ in range(10)]
+    assert {a.action for a in answers} == {"DUNNO"}

@@ -83,6 +83,26 @@ async def test_add_similar_sizes_and_bans(store: RedisStore) -> None:
     assert await store.run([BanCheck("192.0.2.10"), Add("after", 1, 60)]) == [False, 1]
 
 
+async def test_a_ban_made_by_one_mta_is_listed_and_lifted_by_another(
+    redis_server: RedisServer,
+) -> None:
+    first, second = RedisStore(redis_server.url), RedisStore(redis_server.url)
+    try:
+        await first.run([Add("invalid:192.0.2.66", 1, 600), Add("invalid:192.0.2.66", 1, 600)])
+        assert await first.run([Ban("192.0.2.66", 3600), Ban("2001:db8::66", 60)]) == [True, True]
+        bans = await second.bans()
+        assert sorted(bans) == ["192.0.2.66", "2001:db8::66"]
+        assert 3500 < bans["192.0.2.66"] - time.time() <= 3600
+        assert await second.lift("192.0.2.66") is True
+        assert await second.lift("192.0.2.66") is False
+        assert await first.run([BanCheck("192.0.2.66")]) == [False]
+        assert await first.run([Add("invalid:192.0.2.66", 1, 600)]) == [1]
+        assert list(await first.bans()) == ["2001:db8::66"]
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_a_refused_take_does_not_count(store: RedisStore) -> None:
     assert await store.run([Take("b", 900, 1000, 3600)]) == [True]
     assert await store.run([Take("b", 200, 1000, 3600)]) == [False]
@@ -206,6 +226,12 @@ class DownStore:
         if self.down:
             raise StoreUnavailable("redis: RedisUnavailable: cannot connect")
         return [True for _ in ops]
+
+    async def bans(self) -> dict[str, float]:
+        raise StoreUnavailable("redis: RedisUnavailable: cannot connect")
+
+    async def lift(self, client: str) -> bool:
+        raise StoreUnavailable("redis: RedisUnavailable: cannot connect")
 
     async def close(self) -> None:
         pass

@@ -55,3 +55,17 @@ def test_a_harvester_banned_on_one_mta_is_refused_by_the_other(mtas: list[Any]) 
     ((code, text),) = probe(second, "harvest", harvester, "1")
     assert code == 554
     assert "banned" in text
+
+
+def test_a_ban_lifted_on_one_mta_is_lifted_on_the_other(mtas: list[Any]) -> None:
+    first, second = mtas
+    harvester = "127.0.0.25"
+    probe(first, "harvest", harvester, "10")
+    ((code, _),) = probe(second, "harvest", harvester, "1")
+    assert code == 554
+    lifted = first.run(f"/opt/postwarden/venv/bin/postwarden ban lift {harvester}")
+    assert lifted.rc == 0, lifted.stderr
+    assert harvester not in second.check_output("/opt/postwarden/venv/bin/postwarden ban list")
+    # mx2 never saw the failures: its firewall has no ban, and its daemon none either now
+    ((code, text),) = probe(second, "harvest", harvester, "1")
+    assert code == 550, text

@@ -9,6 +9,8 @@ and the run-time state of the IP pools.
 - ``POST /pools/<address>`` with ``{"state": "quarantined"}``: change it at run time.
 - ``POST /dovecot/?command=allow|report``: Dovecot's auth policy requests
   (auth_policy_server_url); the answer is ``{"status": 0}`` or ``{"status": -1}``.
+- ``GET /bans``: every ban in force, on every host sharing the store.
+- ``POST /bans/<client>`` with ``{"action": "lift"}``: end that client's ban now.
 
 Everything but the metrics needs its caller's token (``tokens.py``): a local user
 can neither quarantine an address, nor ban one through the Dovecot endpoint, nor
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import socket
@@ -41,6 +44,7 @@ from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.stores import Store, StoreUnavailable
 from postwarden.policyd.tokens import Tokens
 
 log = logging.getLogger("postwarden.policyd")
@@ -49,6 +53,8 @@ DOVECOT_TIMEOUT = 1.5
 """Below Dovecot's own 2 s, so that it hears an answer rather than a timeout."""
 MAX_THREADS = 32
 """Requests handled at once; a connection beyond them is closed at once."""
+STORE_TIMEOUT = 3.0
+"""How long the HTTP side waits for the counter store (a ban list, a lift)."""
 REQUEST_DEADLINE = 5.0
 """A whole request, read and answered: a client sending a byte at a time is cut off."""
 
@@ -95,6 +101,7 @@ class AdminServer:
         on_pool_change: Callable[[], None],
         auth_policy: Callable[[str, dict[str, Any]], Coroutine[Any, Any, str]],
         tokens: Callable[[], Tokens],
+        store: Callable[[], Store],
     ) -> None:
         host, _, port = address.rpartition(":")
         admin = self
@@ -131,6 +138,7 @@ class AdminServer:
         self.on_pool_change = on_pool_change
         self.auth_policy = auth_policy
         self.tokens = tokens
+        self.store = store
         self.server = _BoundedServer((host.strip("[]"), int(port)), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -155,14 +163,29 @@ class AdminServer:
         _json(request, HTTPStatus.UNAUTHORIZED, {"error": "a token is needed"})
         return False
 
+    def on_loop(self, work: Coroutine[Any, Any, Any], timeout: float = STORE_TIMEOUT) -> Any:
+        """Run ``work`` on the daemon's loop and wait for it; StoreUnavailable on a
+        store that does not answer in time."""
+        future = asyncio.run_coroutine_threadsafe(work, self.loop)
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            future.cancel()
+            raise StoreUnavailable("the store did not answer in time") from None
+
     def get(self, request: BaseHTTPRequestHandler) -> None:
         if request.path == "/metrics":
+            with contextlib.suppress(StoreUnavailable):
+                self.metrics.bans.set(len(self.on_loop(self.store().bans())))
             _reply(
                 request, HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
             )
         elif request.path == "/pools":
             if self.allowed(request, "admin"):
                 _json(request, HTTPStatus.OK, self.pools().addresses())
+        elif request.path == "/bans":
+            if self.allowed(request, "admin"):
+                self._bans(request)
         else:
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -180,6 +203,8 @@ class AdminServer:
             self._alertmanager(request, request.path.removeprefix("/alertmanager/"), body)
         elif request.path.startswith("/pools/"):
             self._pool(request, request.path.removeprefix("/pools/"), body)
+        elif request.path.startswith("/bans/") and body.get("action") == "lift":
+            self._lift(request, request.path.removeprefix("/bans/"))
         else:
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -222,6 +247,39 @@ class AdminServer:
             HTTPStatus.OK,
             {"status": -1 if rejected else 0, "msg": action.partition(" ")[2]},
         )
+
+    def _bans(self, request: BaseHTTPRequestHandler) -> None:
+        try:
+            bans: dict[str, float] = self.on_loop(self.store().bans())
+        except StoreUnavailable as error:
+            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+            return
+        now = time.time()
+        _json(
+            request,
+            HTTPStatus.OK,
+            {
+                "bans": [
+                    {"client": client, "until": int(until), "seconds_left": int(until - now)}
+                    for client, until in sorted(bans.items(), key=lambda item: item[1])
+                ]
+            },
+        )
+
+    def _lift(self, request: BaseHTTPRequestHandler, client: str) -> None:
+        try:
+            ipaddress.ip_address(client)
+        except ValueError:
+            _json(request, HTTPStatus.BAD_REQUEST, {"error": "not an IP address"})
+            return
+        try:
+            lifted: bool = self.on_loop(self.store().lift(client))
+        except StoreUnavailable as error:
+            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+            return
+        if lifted:
+            log.warning("ban lifted client=%s", client)
+        _json(request, HTTPStatus.OK, {"client": client, "lifted": lifted})
 
     def _pool(self, request: BaseHTTPRequestHandler, address: str, body: dict[str, Any]) -> None:
         state = body.get("state")

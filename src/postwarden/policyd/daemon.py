@@ -279,6 +279,7 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
         daemon.save_pools,
         daemon.engine.decide_auth,
         lambda: daemon.tokens,
+        lambda: daemon.engine.store,
     )
     admin.start()
     workers = [

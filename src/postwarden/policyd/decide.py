@@ -50,6 +50,21 @@ class Take(NamedTuple):
     refuses: bool = True
 
 
+def invalid_key(client: str) -> str:
+    """The count of a client's unknown recipients."""
+    return f"invalid:{client}"
+
+
+def auth_failures_key(client: str) -> str:
+    """The count of a client's failed logins."""
+    return f"authfail:{client}"
+
+
+def abuse_keys(client: str) -> tuple[str, ...]:
+    """What a lifted ban forgets with it, so that the next mistake does not ban again."""
+    return (invalid_key(client), auth_failures_key(client))
+
+
 class Add(NamedTuple):
     """Count ``weight`` in the window. Result: the count in the window, this included."""
 
@@ -122,7 +137,9 @@ class Verdict(NamedTuple):
 
 PASS = "DUNNO"
 PASSED = Verdict(PASS)
-BANNED = Verdict("REJECT 5.7.1 this client is banned for abuse; try again later")
+# a permanent code, and words that say so: the ban ends on its own, but a client
+# that was banned has nothing to retry (a wrong ban is lifted with `postwarden ban lift`)
+BANNED = Verdict("REJECT 5.7.1 this client is banned for abuse")
 _SEVERITY = {"reject": 3, "defer": 2, "hold": 1, "notify": 0}
 
 
@@ -186,9 +203,29 @@ def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     if login:
         return login
     if sender and view.is_local(sender) and view.is_trusted(client):
-        # bob+1@, bob+2@ ... are all bob: an extension must not buy a fresh budget
-        return without_extension(sender)
+        # bob+1@, bob+2@ ... are all bob: an extension must not buy a fresh budget;
+        # and an alias is its user's: info@ must not either
+        address = without_extension(sender)
+        return view.owners.get(address, address)
     return ""
+
+
+def _budgets(
+    view: PolicyView, identity: str, what: str
+) -> list[tuple[NamedThrottle, str, str, str]]:
+    """The budgets a sender's mail counts against for ``what``: its own (its user's, or
+    its domain's for each sender), and its domain's shared one. Each as (throttle,
+    subject, what, counter key)."""
+    found = []
+    own = view.throttle_of(identity)
+    if own is not None and getattr(own.throttle, what) is not None:
+        found.append((own, identity, what, f"user:{identity}:{what}"))
+    if view.shared_throttles:
+        domain = identity.rpartition("@")[2]
+        shared = view.shared_throttles.get(domain)
+        if shared is not None and getattr(shared.throttle, what) is not None:
+            found.append((shared, domain, what, f"domain:{domain}:{what}"))
+    return found
 
 
 def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
@@ -210,15 +247,15 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
         and not view.is_trusted(client)
     ):
         invalid = len(ops)
-        ops.append(Add(f"invalid:{client}", 1, bad.within))
+        ops.append(Add(invalid_key(client), 1, bad.within))
     first_take = len(ops)
     takes: list[tuple[NamedThrottle, str, str]] = []
-    user_throttle = view.user_throttles.get(identity) if identity else None
-    if user_throttle is not None and user_throttle.throttle.recipients is not None:
-        rate = user_throttle.throttle.recipients
-        refuses = _refuses(user_throttle)
-        ops.append(Take(f"user:{identity}:recipients", 1, rate.count, rate.window, refuses))
-        takes.append((user_throttle, identity, "recipients"))
+    if identity:
+        for named, subject, what, key in _budgets(view, identity, "recipients"):
+            rate = named.throttle.recipients
+            assert rate is not None
+            ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
+            takes.append((named, subject, what))
     # Postfix delivers list+anything@ to the list (recipient_delimiter): so do the rules
     list_address = recipient
     if "+" in recipient and recipient not in view.lists:
@@ -312,20 +349,17 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     recipients = _int(request.get("recipient_count"))
 
     ops: list[Op] = []
-    takes: list[str] = []
-    named = view.user_throttles.get(login)
-    if named is not None:
-        throttle = named.throttle
-        refuses = _refuses(named)
-        if throttle.messages is not None:
-            rate = throttle.messages
-            ops.append(Take(f"user:{login}:messages", 1, rate.count, rate.window, refuses))
-            takes.append("messages")
-        if throttle.bytes is not None:
-            budget = throttle.bytes
-            key = f"user:{login}:bytes"
-            ops.append(Take(key, size, int(budget.size), budget.window, refuses))
-            takes.append("bytes")
+    takes: list[tuple[NamedThrottle, str, str]] = []
+    for named, subject, what, key in _budgets(view, login, "messages"):
+        rate = named.throttle.messages
+        assert rate is not None
+        ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
+        takes.append((named, subject, what))
+    for named, subject, what, key in _budgets(view, login, "bytes"):
+        budget = named.throttle.bytes
+        assert budget is not None
+        ops.append(Take(key, size, int(budget.size), budget.window, _refuses(named)))
+        takes.append((named, subject, what))
     spammer = view.internal_spammer
     measured = spammer is not None and size > 0
     if spammer is not None and measured:
@@ -340,10 +374,9 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     outcome = _Outcome()
     if large:
         outcome.events.append(_large_message(login, sender, client, size))
-    for what, took in zip(takes, results, strict=False):
+    for (named, subject, what), took in zip(takes, results, strict=False):
         if not took:
-            assert named is not None
-            _throttled(outcome, named, login, what)
+            _throttled(outcome, named, subject, what)
     if spammer is not None and _looks_like_bulk(results, takes, view):
         similar = results[len(takes)]
         text = f"{similar} messages of about {size} bytes within {spammer.within}"
@@ -352,7 +385,9 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     return outcome.verdict(UsageRow(login, sender, recipients, size, client, pool, outcome.action))
 
 
-def _looks_like_bulk(results: list[Result], takes: list[str], view: PolicyView) -> bool:
+def _looks_like_bulk(
+    results: list[Result], takes: list[tuple[NamedThrottle, str, str]], view: PolicyView
+) -> bool:
     """Did the same-size count (the operation after the throttles) reach the limit?"""
     spammer = view.internal_spammer
     if spammer is None or len(results) <= len(takes):
@@ -397,7 +432,7 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView) -> D
     if view.is_trusted(client):
         # webmail on the host itself logs users in: banning it would lock out everyone
         return Verdict(PASS)
-    (count,) = yield [Add(f"authfail:{client}", 1, bad.within)]
+    (count,) = yield [Add(auth_failures_key(client), 1, bad.within)]
     if not isinstance(count, int) or count < bad.auth_failures:
         return Verdict(PASS)
     (new,) = yield [Ban(client, bad.ban_for)]

@@ -13,7 +13,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -87,5 +87,10 @@ class Metrics:
             "postwarden_policyd_notifications",
             "Notifications by channel and result",
             ["channel", "result"],
+            registry=r,
+        )
+        self.bans = Gauge(
+            "postwarden_policyd_bans_active",
+            "Clients banned now, on every host sharing the store",
             registry=r,
         )

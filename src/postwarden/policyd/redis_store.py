@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any
 
 from postwarden.policyd.counters import bucket_seconds
-from postwarden.policyd.decide import Add, Ban, BanCheck, Op, Result, SimilarSizes, Take
+from postwarden.policyd.decide import (
+    Add,
+    Ban,
+    BanCheck,
+    Op,
+    Result,
+    SimilarSizes,
+    Take,
+    abuse_keys,
+)
 from postwarden.policyd.resp import RespClient, RespError, reason
 from postwarden.policyd.stores import StoreUnavailable
 
@@ -191,6 +201,34 @@ class RedisStore:
         except (RespError, OSError, ConnectionError, TimeoutError) as error:
             raise StoreUnavailable(f"redis: {reason(error)}") from None
         return decode(ops, list(raw))
+
+    async def bans(self) -> dict[str, float]:
+        """Every ban in force on every MTA of this Redis (SCAN: it never blocks Redis)."""
+        found: dict[str, float] = {}
+        try:
+            now = time.time()
+            cursor = "0"
+            while True:
+                cursor_raw, keys = await self.client.call(
+                    "SCAN", cursor, "MATCH", f"{PREFIX}ban:*", "COUNT", 1000
+                )
+                cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else str(cursor_raw)
+                for key in keys:
+                    left = await self.client.call("PTTL", key)
+                    name = key.decode() if isinstance(key, bytes) else str(key)
+                    if int(left) > 0:
+                        found[name.removeprefix(f"{PREFIX}ban:")] = now + int(left) / 1000
+                if cursor == "0":
+                    return found
+        except (RespError, OSError, ConnectionError, TimeoutError) as error:
+            raise StoreUnavailable(f"redis: {reason(error)}") from None
+
+    async def lift(self, client: str) -> bool:
+        try:
+            await self.client.call("DEL", *(PREFIX + key for key in abuse_keys(client)))
+            return bool(await self.client.call("DEL", f"{PREFIX}ban:{client}"))
+        except (RespError, OSError, ConnectionError, TimeoutError) as error:
+            raise StoreUnavailable(f"redis: {reason(error)}") from None
 
     async def close(self) -> None:
         await self.client.close()

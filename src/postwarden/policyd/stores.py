@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from postwarden.policyd.counters import Counters
-from postwarden.policyd.decide import Ban, Op, Result
+from postwarden.policyd.decide import Ban, Op, Result, abuse_keys
 from postwarden.policyd.persist import CounterFile
 
 log = logging.getLogger("postwarden.policyd")
@@ -24,6 +24,15 @@ class StoreUnavailable(Exception):
 
 class Store(Protocol):
     async def run(self, ops: list[Op]) -> list[Result]: ...
+
+    async def bans(self) -> dict[str, float]:
+        """Every ban in force: client address -> when it ends (Unix time)."""
+        ...
+
+    async def lift(self, client: str) -> bool:
+        """End a client's ban now, and forget the counts that led to it; whether there
+        was a ban in force."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -100,6 +109,23 @@ class LocalStore:
             # a failed slice, or a cancel between slices: the rest waits for the next
             # write (or close's), instead of being lost
             file.unwritten(self.counters, keys[written:])
+
+    async def bans(self) -> dict[str, float]:
+        now = self.clock()
+        return {client: until for client, until in self.counters.bans.items() if until > now}
+
+    async def lift(self, client: str) -> bool:
+        for key in abuse_keys(client):
+            if self.counters.windows.pop(key, None) is not None:
+                self.counters.dirty.add(key)
+        until = self.counters.bans.pop(client, None)
+        if until is None:
+            return False
+        self.counters.dirty.add(f"ban:{client}")
+        if self.file is not None:
+            # as a ban is written at once, so is its end: a restart must not bring it back
+            self._write_bans(self.file, [Ban(client, 0)])
+        return until > self.clock()
 
     def flush(self) -> None:
         if self.file is not None and self.counters.dirty:

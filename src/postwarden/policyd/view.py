@@ -28,6 +28,13 @@ class PolicyView:
     catch_all_domains: frozenset[str]
     user_throttles: dict[str, NamedThrottle]
     """By login: the user's own throttle, else the one of the user's domain."""
+    sender_throttles: dict[str, NamedThrottle]
+    """By domain: the throttle each sender of it gets when it has none of its own."""
+    shared_throttles: dict[str, NamedThrottle]
+    """By domain: the one budget of all its senders together."""
+    owners: dict[str, str]
+    """Aliases and send_as grants with a single user: mail relayed under them counts
+    for that user."""
     user_pools: dict[str, str]
     lists: dict[str, MailingList]
     list_throttles: dict[str, NamedThrottle]
@@ -41,7 +48,8 @@ class PolicyView:
         """The longest window anything is counted in, in seconds: counts idle for
         longer can be forgotten, and none sooner (a 30-day throttle keeps 30 days)."""
         throttles = {n.name: n.throttle for n in self.user_throttles.values()}
-        throttles.update((n.name, n.throttle) for n in self.list_throttles.values())
+        for named in (self.list_throttles, self.sender_throttles, self.shared_throttles):
+            throttles.update((n.name, n.throttle) for n in named.values())
         windows = [
             rate.window
             for throttle in throttles.values()
@@ -53,6 +61,13 @@ class PolicyView:
 
     def is_local(self, address: str) -> bool:
         return address.rpartition("@")[2] in self.local_domains
+
+    def throttle_of(self, identity: str) -> NamedThrottle | None:
+        """The sender's own budget: the user's, else its domain's for each sender."""
+        named = self.user_throttles.get(identity)
+        if named is None and self.sender_throttles:
+            named = self.sender_throttles.get(identity.rpartition("@")[2])
+        return named
 
     def is_unknown_local(self, address: str) -> bool:
         """A local-domain address nobody receives: what harvesters probe for."""
@@ -111,12 +126,26 @@ def compile_view(policy: Policy, trusted: list[str] | None = None) -> PolicyView
         for address, mailing_list in policy.lists.items()
         if (chosen := named(mailing_list.throttle)) is not None
     }
+    grants: dict[str, set[str]] = {}
+    for address, user in policy.users.items():
+        for sender in (*user.aliases, *user.send_as):
+            grants.setdefault(sender, set()).add(address)
+    owners = {sender: next(iter(users)) for sender, users in grants.items() if len(users) == 1}
     large = [int(e.above) for e in policy.events if isinstance(e, LargeMessageEvent)]
     return PolicyView(
         local_domains=frozenset(policy.domains),
         known_addresses=frozenset(known),
         catch_all_domains=frozenset(d for d, s in policy.domains.items() if s.catch_all),
         user_throttles=user_throttles,
+        sender_throttles={
+            name: chosen for name, d in policy.domains.items() if (chosen := named(d.throttle))
+        },
+        shared_throttles={
+            name: chosen
+            for name, d in policy.domains.items()
+            if (chosen := named(d.shared_throttle))
+        },
+        owners=owners,
         user_pools=user_pools,
         lists=dict(policy.lists),
         list_throttles=list_throttles,
