@@ -106,6 +106,8 @@ def imap(args: argparse.Namespace) -> dict[str, object]:
             client.logout()
     except imaplib.IMAP4.error as error:
         return {"logged_in": False, "answer": str(error)}
+    except OSError as error:  # refused by the firewall, for one
+        return {"logged_in": False, "answer": type(error).__name__}
     return {"logged_in": True, "answer": "OK"}
 
 

@@ -464,6 +464,28 @@ def test_host_variables_reach_the_render(tmp_path: Path) -> None:
     assert "relayhost = [127.0.0.1]:2525\n" in (out / "etc/postfix/main.cf").read_text()
 
 
+def test_the_inventorys_own_host_vars_file_is_taken_as_it_is(tmp_path: Path) -> None:
+    """Its settings are under postwarden_host_settings, beside Ansible's own variables."""
+    inventory_vars = EXAMPLE.parent / "host_vars" / "mail.example.com.yml"
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["render", str(EXAMPLE), "-o", str(out), "--host-vars", str(inventory_vars)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "mynetworks = 127.0.0.1/32\n" in (out / "etc/postfix/main.cf").read_text()
+    # a mistake in it is placed inside the inventory variable
+    host_vars = tmp_path / "mail.yml"
+    host_vars.write_text("ansible_host: mail\npostwarden_host_settings:\n  relayhots: x\n")
+    result = runner.invoke(
+        app, ["render", str(EXAMPLE), "-o", str(out), "--host-vars", str(host_vars)]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"{host_vars}:3:3: postwarden_host_settings.relayhots: unknown key 'relayhots' "
+        "(did you mean 'relayhost'?)" in result.stderr.splitlines()
+    )
+
+
 def test_render_replaces_an_earlier_render(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert runner.invoke(app, ["render", str(EXAMPLE), "-o", str(out)]).exit_code == 0

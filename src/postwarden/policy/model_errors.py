@@ -94,7 +94,8 @@ def _finding(error: ErrorDetails, loc: Path, root: type[BaseModel]) -> Finding:
             "only passwords and tokens can be secrets",
         )
     if "message" in ctx:  # our own validators: message and hint as written
-        return Finding(data_path, str(ctx["message"]), ctx.get("hint"))
+        path = (*data_path, str(ctx["at"])) if ctx.get("at") else data_path
+        return Finding(path, str(ctx["message"]), ctx.get("hint"))
     if kind in _EXPECTED:
         return Finding(
             data_path,

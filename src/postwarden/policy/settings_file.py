@@ -18,7 +18,9 @@ from postwarden.policy.yaml_source import parse, yaml_findings
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_settings_file(path: Path, model: type[M]) -> M:
+def load_settings_file(path: Path, model: type[M], inventory_key: str | None = None) -> M:
+    """``inventory_key``: when the file's mapping has this key (an inventory's host_vars
+    file, which holds other variables too), the settings are the mapping under it."""
     name = str(path)
     try:
         raw = path.read_bytes()
@@ -28,15 +30,18 @@ def load_settings_file(path: Path, model: type[M]) -> M:
     document = parse(raw)
     findings = yaml_findings(document, "settings")
     data = document.data if document.data is not None else {}
+    prefix: tuple[str, ...] = ()
+    if inventory_key is not None and isinstance(data, dict) and inventory_key in data:
+        data, prefix = data[inventory_key] or {}, (inventory_key,)
     result = None
     if not isinstance(data, dict):
-        findings.append(Finding((), "expected a mapping of settings", source="settings"))
+        findings.append(Finding(prefix, "expected a mapping of settings", source="settings"))
     elif not findings:
         try:
             result = model.model_validate(data)
         except ValidationError as error:
             findings += [
-                replace(f, source="settings")
+                replace(f, path=(*prefix, *f.path), source="settings")
                 for f in convert(error.errors(include_url=False), model)
             ]
     problems = place(findings, {"settings": (name, document)})

@@ -21,11 +21,17 @@ from pydantic_core import PydanticCustomError
 from postwarden.policy.secret_types import SecretRef, SecretValue
 
 
-def invalid(kind: str, message: str, hint: str | None = None) -> PydanticCustomError:
-    """An error whose message is shown as written, with an optional hint."""
+def invalid(
+    kind: str, message: str, hint: str | None = None, at: str | None = None
+) -> PydanticCustomError:
+    """An error whose message is shown as written, with an optional hint. ``at``: the
+    key of the model the error is about, for a check across its keys, so that the
+    error points at that key rather than at the whole block."""
     context: dict[str, Any] = {"message": message}
     if hint:
         context["hint"] = hint
+    if at:
+        context["at"] = at
     return PydanticCustomError(kind, "{message}", context)
 
 

@@ -106,4 +106,5 @@ def load_host_settings(path: Path | None) -> HostSettings:
         return HostSettings()
     from postwarden.policy.settings_file import load_settings_file
 
-    return load_settings_file(path, HostSettings)
+    # an inventory's host_vars file as it is: the settings under postwarden_host_settings
+    return load_settings_file(path, HostSettings, inventory_key="postwarden_host_settings")

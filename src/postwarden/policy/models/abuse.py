@@ -78,6 +78,7 @@ class OutboundSpam(PolicyModel):
                     "outbound_spam",
                     f"{low_name} ({low:g}) must be below {high_name} ({high:g})",
                     "scores rise from add_header to hold to reject",
+                    at=low_name,
                 )
         return self
 
