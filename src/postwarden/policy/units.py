@@ -35,7 +35,7 @@ def invalid(
     return PydanticCustomError(kind, "{message}", context)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 """Line breaks (also Unicode's), tabs and every other control character: no value that
 reaches a config file may hold one, since each would end a line or a field there."""
 
@@ -50,7 +50,7 @@ def one_line(value: Any, what: str, example: str) -> str:
 
 def refuse_control(text: str, what: str) -> None:
     """Refuse a line break or any other control character inside ``text``."""
-    found = _CONTROL.search(text)
+    found = CONTROL.search(text)
     if found is not None:
         raise invalid(
             "control_character",

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from postwarden.policy.units import CONTROL
+
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -29,7 +30,7 @@ class UnsafeValue(ValueError):
 
 def one_line(value: str, where: str) -> str:
     """Any value on a line of its own: no line break or other control character."""
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise UnsafeValue(where, "holds a line break or control character")
     return value
 
