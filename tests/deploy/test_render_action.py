@@ -4,6 +4,7 @@ this machine (connection local, nothing deployed)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -279,3 +280,63 @@ def test_the_policys_warnings_show_where_asked(tmp_path: Path) -> None:
     shown = ansible_playbook(tmp_path, "-e", f"policy={e2e}", "-e", "show_warnings=true")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "127.0.0.2 is a loopback address" in shown.stdout + shown.stderr
+
+
+MONITORING_CHECK = """
+- name: The monitoring role's check of its settings
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Check
+      ansible.builtin.include_tasks: {tasks}
+"""
+
+
+@pytest.mark.parametrize(
+    ("address", "accepted"),
+    [
+        ("127.0.0.1", True),
+        ("[::1]", True),
+        ("127.0.0.1 --web.enable-admin-api", False),
+        ('127.0.0.1"', False),
+        ("::1", False),
+    ],
+)
+def test_the_monitoring_listen_address_is_one_address(
+    tmp_path: Path, address: str, accepted: bool
+) -> None:
+    """It lands unquoted in the services' command lines: nothing may ride along."""
+    playbook = tmp_path / "check.yml"
+    playbook.write_text(
+        MONITORING_CHECK.format(
+            tasks=ROOT / "roles" / "postwarden_monitoring" / "tasks" / "validate.yml"
+        )
+    )
+    command = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    assert command
+    result = subprocess.run(
+        [
+            command,
+            "-i",
+            "mail.example.com,",
+            "-c",
+            "local",
+            str(playbook),
+            "-e",
+            json.dumps({"postwarden_monitoring_listen_address": address}),
+        ],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+        },
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode == 0) == accepted, result.stdout + result.stderr
+    if not accepted:
+        assert "must be an IPv4 address or an IPv6 address" in result.stdout

@@ -501,9 +501,14 @@ def _trickle(connection: socket.socket, data: bytes) -> bool:
 # ------------------------------------------------------------------------ bans
 
 
-async def test_bans_are_listed_counted_and_lifted(admin: Admin) -> None:
+async def test_bans_are_listed_counted_and_lifted(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A guesser is banned by its failed logins; the operator sees the ban, in the
     metrics too, lifts it, and the client logs in again."""
+    from postwarden.policyd import admin as admin_module
+
+    monkeypatch.setattr(admin_module, "BANS_COUNT_EVERY", 0.0)
     for _ in range(3):
         await admin.post("/dovecot/?command=report", dovecot("192.0.2.66", success=False))
     listed = (await admin.request("GET", "/bans")).json()["bans"]
@@ -525,4 +530,25 @@ async def test_bans_are_listed_counted_and_lifted(admin: Admin) -> None:
     again = await admin.post("/bans/192.0.2.66", {"action": "lift"})
     assert again.json()["lifted"] is False
     assert (await admin.post("/bans/nobody", {"action": "lift"})).status == 400
+    # an address is the same however it is written
+    for _ in range(3):
+        await admin.post("/dovecot/?command=report", dovecot("2001:db8::66", success=False))
+    lifted = await admin.post("/bans/2001:DB8:0::66", {"action": "lift"})
+    assert lifted.json() == {"client": "2001:db8::66", "lifted": True}
     assert (await admin.post("/bans/192.0.2.66", {"action": "lift"}, "dovecot")).status == 401
+
+
+async def test_a_scrape_counts_the_bans_at_most_once_a_minute(admin: Admin) -> None:
+    """Anyone on the host may scrape: the count, a scan of the keys on Redis, is kept."""
+    scans = []
+    store = admin.server.store()
+    real = store.bans
+
+    async def counted() -> dict[str, float]:
+        scans.append(1)
+        return await real()
+
+    store.bans = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        assert (await admin.request("GET", "/metrics", token=None)).status == 200
+    assert len(scans) == 1

@@ -563,6 +563,24 @@ def test_the_shared_budget_counts_logins_and_relayed_mail_together(budgets: Poli
     ]
 
 
+def test_a_login_sending_as_another_domain_spends_that_domains_budget(
+    budgets: PolicyView,
+) -> None:
+    """bob@example.org may send as billing@example.com: example.com's five are spent."""
+    counters = Counters()
+    request = {
+        "protocol_state": "END-OF-MESSAGE",
+        "sasl_username": "bob@example.org",
+        "sender": "billing@example.com",
+        "size": "500",
+        "recipient_count": "1",
+        "client_address": "192.0.2.7",
+    }
+    answers = [drive(decide(request, budgets), counters).action for _ in range(6)]
+    assert answers[:5] == ["DUNNO"] * 5
+    assert answers[5] == "DEFER 4.7.1 sending limit reached: messages 5/h (together)"
+
+
 def test_another_domain_has_no_budget(budgets: PolicyView) -> None:
     counters = Counters()
     answers = [relayed(budgets, counters, "app@example.org", "127.0.0.1") for _ in range(10)]

@@ -260,6 +260,9 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_RE = re.compile(_LABEL)
 _PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 _LOCAL_PART_SYNTAX = {"|": "a command to run", "/": "a file to write", "#": "a comment"}
+_SYNTAX_IN_LOCAL_PART = frozenset("!#$%&*/?^`{|}~")
+"""Characters RFC 5322 allows in a local part that some target reads as syntax: a
+mailbox's home is .../%Ld/%Ln, Dovecot expands %, Alertmanager's to: is a template."""
 """Characters RFC 5322 allows to start a local part but that aliases(5) and every
 lookup table read as syntax: a list member "|cmd@x" would be a command."""
 _PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]*")
@@ -292,6 +295,14 @@ def parse_address(value: Any) -> str:
             f"{text!r} starts with {local[0]!r}, which Postfix reads as "
             f"{_LOCAL_PART_SYNTAX[local[0]]} in its tables",
             "no mailbox needs such a name; give the address another local part",
+        )
+    syntax = next((c for c in local if c in _SYNTAX_IN_LOCAL_PART), None)
+    if syntax is not None:
+        raise invalid(
+            "address",
+            f"{text!r} holds {syntax!r}, which the files an address lands in read as syntax "
+            "(a mailbox path, Dovecot's %variables, Alertmanager's {{templates}})",
+            "use letters, digits and . _ + = ' - in the local part",
         )
     if (
         at

@@ -29,6 +29,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -53,6 +54,8 @@ DOVECOT_TIMEOUT = 1.5
 """Below Dovecot's own 2 s, so that it hears an answer rather than a timeout."""
 MAX_THREADS = 32
 """Requests handled at once; a connection beyond them is closed at once."""
+BANS_COUNT_EVERY = 60.0
+"""Seconds between two counts of the bans in force, for the metrics."""
 STORE_TIMEOUT = 3.0
 """How long the HTTP side waits for the counter store (a ban list, a lift)."""
 REQUEST_DEADLINE = 5.0
@@ -86,8 +89,9 @@ class _BoundedServer(ThreadingHTTPServer):
             self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client that was too slow or went away: nothing to print a traceback for
-        return None
+        # a client that was too slow or went away is no error of ours; anything else is
+        if not isinstance(sys.exc_info()[1], OSError):
+            log.exception("the HTTP side failed on a request from %s", client_address)
 
 
 class AdminServer:
@@ -139,6 +143,7 @@ class AdminServer:
         self.auth_policy = auth_policy
         self.tokens = tokens
         self.store = store
+        self._bans_counted_at = -BANS_COUNT_EVERY
         self.server = _BoundedServer((host.strip("[]"), int(port)), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -175,8 +180,7 @@ class AdminServer:
 
     def get(self, request: BaseHTTPRequestHandler) -> None:
         if request.path == "/metrics":
-            with contextlib.suppress(StoreUnavailable):
-                self.metrics.bans.set(len(self.on_loop(self.store().bans())))
+            self._count_bans()
             _reply(
                 request, HTTPStatus.OK, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
             )
@@ -248,6 +252,16 @@ class AdminServer:
             {"status": -1 if rejected else 0, "msg": action.partition(" ")[2]},
         )
 
+    def _count_bans(self) -> None:
+        """The bans gauge, at most once a minute: on Redis, counting scans the keys, and
+        a scrape (which anyone on the host may start) must not load the store."""
+        now = time.monotonic()
+        if now < self._bans_counted_at + BANS_COUNT_EVERY:
+            return
+        self._bans_counted_at = now
+        with contextlib.suppress(StoreUnavailable):
+            self.metrics.bans.set(len(self.on_loop(self.store().bans())))
+
     def _bans(self, request: BaseHTTPRequestHandler) -> None:
         try:
             bans: dict[str, float] = self.on_loop(self.store().bans())
@@ -268,7 +282,8 @@ class AdminServer:
 
     def _lift(self, request: BaseHTTPRequestHandler, client: str) -> None:
         try:
-            ipaddress.ip_address(client)
+            # the form bans are kept in: 2001:DB8::1 is 2001:db8::1
+            client = str(ipaddress.ip_address(client))
         except ValueError:
             _json(request, HTTPStatus.BAD_REQUEST, {"error": "not an IP address"})
             return

@@ -211,17 +211,18 @@ def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
 
 
 def _budgets(
-    view: PolicyView, identity: str, what: str
+    view: PolicyView, identity: str, sender: str, what: str
 ) -> list[tuple[NamedThrottle, str, str, str]]:
     """The budgets a sender's mail counts against for ``what``: its own (its user's, or
-    its domain's for each sender), and its domain's shared one. Each as (throttle,
-    subject, what, counter key)."""
+    its domain's for each sender), and the shared one of the envelope sender's domain
+    (a login sending as another domain's address spends that domain's). Each as
+    (throttle, subject, what, counter key)."""
     found = []
     own = view.throttle_of(identity)
     if own is not None and getattr(own.throttle, what) is not None:
         found.append((own, identity, what, f"user:{identity}:{what}"))
     if view.shared_throttles:
-        domain = identity.rpartition("@")[2]
+        domain = (sender or identity).rpartition("@")[2]
         shared = view.shared_throttles.get(domain)
         if shared is not None and getattr(shared.throttle, what) is not None:
             found.append((shared, domain, what, f"domain:{domain}:{what}"))
@@ -251,7 +252,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     first_take = len(ops)
     takes: list[tuple[NamedThrottle, str, str]] = []
     if identity:
-        for named, subject, what, key in _budgets(view, identity, "recipients"):
+        for named, subject, what, key in _budgets(view, identity, sender, "recipients"):
             rate = named.throttle.recipients
             assert rate is not None
             ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
@@ -350,12 +351,12 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
 
     ops: list[Op] = []
     takes: list[tuple[NamedThrottle, str, str]] = []
-    for named, subject, what, key in _budgets(view, login, "messages"):
+    for named, subject, what, key in _budgets(view, login, sender, "messages"):
         rate = named.throttle.messages
         assert rate is not None
         ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
         takes.append((named, subject, what))
-    for named, subject, what, key in _budgets(view, login, "bytes"):
+    for named, subject, what, key in _budgets(view, login, sender, "bytes"):
         budget = named.throttle.bytes
         assert budget is not None
         ops.append(Take(key, size, int(budget.size), budget.window, _refuses(named)))
