@@ -4,12 +4,16 @@ postwarden-policyd running on this machine, an SMTP sink standing for the Intern
 from __future__ import annotations
 
 import smtplib
+import sqlite3
 import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.mailhost import MailHost, message
+from tests.e2e.conftest import Webhook
+from tests.e2e.mailhost import OUTSIDE, MailHost, message
 
 MAIN_POOL_ACTIVE = ("127.0.0.2", "127.0.0.5")
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -241,17 +245,68 @@ def test_an_outsiders_post_to_a_moderated_list_is_held(mailhost: MailHost) -> No
 # ---------------------------------------------------------------- outbound spam
 
 
+USAGE_LOG = Path("/var/lib/postwarden/usage.sqlite")
+
+
+def usage_row(queue_id: str, timeout: float = 15.0) -> dict[str, object]:
+    """The daemon's usage row of message ``queue_id`` once rspamd's verdict is in."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(USAGE_LOG) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute(
+                "SELECT * FROM usage WHERE queue_id = ? AND spam_action IS NOT NULL", (queue_id,)
+            ).fetchone()
+        if row is not None:
+            return dict(row)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no usage row with a verdict for {queue_id}")
+        time.sleep(0.3)
+
+
 def test_gtube_from_a_logged_in_user_is_rejected(mailhost: MailHost) -> None:
+    """rspamd refuses GTUBE before any rule runs, ours included: refused, never
+    reported as outbound spam (the README says so); scored spam is, below."""
     spam = message("alice@example.com", "friend@remote.test", marker(), GTUBE + "\n")
     with pytest.raises(smtplib.SMTPDataError) as refused:
         mailhost.submit("alice@example.com", spam)
     assert refused.value.smtp_code == 554
 
 
+def _very_spammy(tag: str) -> bytes:
+    # two Subject headers (4.9) and 8-bit text sent as 7bit (2.1), on top of what
+    # _spammy has: about 10.9, above the e2e policy's reject_score (9)
+    return (
+        "From: alice@example.com\r\nTo: friend@remote.test\r\n"
+        "Subject: FREE MONEY NOW CLICK HERE\r\nSubject: FREE MONEY NOW\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n\r\n"
+        f'<html><body><a href="http://198.51.100.7/{tag}">WIN \u20ac\u20ac</a></body></html>\r\n'
+    ).encode()
+
+
+def test_outbound_spam_above_the_reject_score_is_refused_and_reported(
+    mailhost: MailHost, webhook: Webhook
+) -> None:
+    since = mailhost.log_mark()
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        _send_raw(mailhost, _very_spammy(marker()))
+    assert refused.value.smtp_code == 554
+    # the milter's reject names the queue ID; the daemon hears rspamd's verdict
+    queue_id = mailhost.wait_for_log("milter-reject: END-OF-MESSAGE", since).split(": ")[1]
+    event = webhook.wait_for(lambda b: b["event"] == "spam.outbound" and queue_id in b["detail"])
+    assert event["subject"] == "alice@example.com"
+    assert "refused by rspamd (action reject, score " in event["detail"]
+    row = usage_row(queue_id)
+    assert (row["login"], row["spam_action"]) == ("alice@example.com", "reject")
+    assert float(str(row["spam_score"])) >= 9
+    assert str(row["decision"]).startswith("REJECT 5.7.1 spam (rspamd score ")
+
+
 def _spammy(tag: str, *, message_id: bool, link: bool) -> bytes:
     # no Date, an all-caps subject, HTML only, maybe no Message-ID, maybe a link to a bare
     # IP: rspamd scores each of these (about 1, 1.9, 0.2, 2.5 and 1), and the e2e
-    # policy's thresholds (3, 5, 15) put the two variants in different bands
+    # policy's thresholds (3, 5, 9) put the two variants in different bands
     mid = f"Message-ID: <{tag}@example.com>\r\n" if message_id else ""
     body = f'<a href="http://198.51.100.7/{tag}">WIN</a>' if link else f"<p>{tag}</p>"
     return (
@@ -276,11 +331,20 @@ def _send_raw(mailhost: MailHost, raw: bytes) -> None:
         client.sendmail("alice@example.com", ["friend@remote.test"], raw)
 
 
-def test_outbound_spam_above_the_hold_score_is_held(mailhost: MailHost) -> None:
+def test_outbound_spam_above_the_hold_score_is_held(mailhost: MailHost, webhook: Webhook) -> None:
     tag = marker()
     _send_raw(mailhost, _spammy(tag, message_id=False, link=True))
     try:
-        assert len(held_containing(mailhost, tag)) == 1
+        (queue_id,) = held_containing(mailhost, tag)
+        event = webhook.wait_for(
+            lambda b: b["event"] == "spam.outbound" and queue_id in b["detail"]
+        )
+        assert event["subject"] == "alice@example.com"
+        assert "held by rspamd (action quarantine, score " in event["detail"]
+        row = usage_row(queue_id)
+        assert row["spam_action"] == "quarantine"
+        assert float(str(row["spam_score"])) >= 5  # the e2e policy's hold_score
+        assert str(row["decision"]).startswith("HOLD spam (rspamd score ")
     finally:
         for queue_id in held_containing(mailhost, tag):
             subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)
@@ -291,6 +355,58 @@ def test_outbound_spam_above_the_header_score_is_marked(mailhost: MailHost) -> N
     _send_raw(mailhost, _spammy(tag, message_id=True, link=False))
     sunk = mailhost.wait_for_sink(tag)
     assert sink_header(sunk, "X-Spam") == "Yes"
+
+
+def test_inbound_spam_above_the_outbound_hold_score_is_delivered_not_held(
+    mailhost: MailHost, webhook: Webhook
+) -> None:
+    """From another server on port 25, the same message scores higher still (no
+    reverse DNS, no authentication), yet inbound mail keeps rspamd's own thresholds:
+    a header, and the recipient's mailbox, never the administrator's hold queue."""
+    tag = marker()
+    raw = _spammy(tag, message_id=False, link=True).replace(
+        b"To: friend@remote.test", b"To: alice@example.com"
+    )
+    with smtplib.SMTP("127.0.0.1", 25, source_address=(OUTSIDE, 0), timeout=30) as client:
+        client.ehlo("mx.remote.test")
+        client.sendmail("news@remote.test", ["alice@example.com"], raw)
+    delivered = mailhost.wait_for_mailbox("alice@example.com", tag)
+    assert held_containing(mailhost, tag) == []
+    assert sink_header(delivered, "X-Spam") == "Yes"
+    # nor is it outbound spam: rspamd's verdict on it never reaches the daemon
+    time.sleep(2)
+    assert not [b for b in webhook.received if "news@remote.test" in str(b.get("detail"))]
+
+
+def _relayed_spam(tag: str) -> bytes:
+    # Postfix adds a Message-ID and a Date to mail from mynetworks, so this one
+    # scores with 8-bit text sent as 7bit (3.5) instead: about 6.6 in all
+    return (
+        "From: webapp@example.com\r\nTo: friend@remote.test\r\n"
+        "Subject: FREE MONEY NOW CLICK HERE\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/html\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        f'<html><body><a href="http://198.51.100.7/{tag}">WIN \u20ac\u20ac</a></body></html>\r\n'
+    ).encode()
+
+
+def test_spam_relayed_from_mynetworks_meets_the_outbound_hold_score(
+    mailhost: MailHost, webhook: Webhook
+) -> None:
+    tag = marker()
+    with smtplib.SMTP("127.0.0.1", 25, source_address=("127.0.0.1", 0), timeout=30) as client:
+        client.ehlo("app.example.com")
+        client.sendmail("webapp@example.com", ["friend@remote.test"], _relayed_spam(tag))
+    try:
+        (queue_id,) = held_containing(mailhost, tag)
+        event = webhook.wait_for(
+            lambda b: b["event"] == "spam.outbound" and queue_id in b["detail"]
+        )
+        # no login: the sender is who sent it, as for the throttles
+        assert event["subject"] == "webapp@example.com"
+        assert str(usage_row(queue_id)["decision"]).startswith("HOLD spam (rspamd score ")
+    finally:
+        for queue_id in held_containing(mailhost, tag):
+            subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)
 
 
 def test_clean_outbound_mail_is_not_marked(mailhost: MailHost) -> None:

@@ -5,6 +5,7 @@ auth policy."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import threading
@@ -26,6 +27,7 @@ from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.spam import SpamVerdict
 from postwarden.policyd.stores import LocalStore
 from postwarden.policyd.tokens import Tokens
 from postwarden.policyd.view import compile_view
@@ -76,6 +78,7 @@ class Admin:
     engine: Engine
     changed: asyncio.Event
     events: list[Event] = field(default_factory=list)
+    verdicts: list[SpamVerdict] = field(default_factory=list)
     pool_changes: int = 0
 
     async def request(
@@ -91,7 +94,12 @@ class Admin:
         return await self.request("POST", path, json.dumps(payload).encode(), token)
 
 
-TOKENS = {"admin": "admin-s3cret", "dovecot": "dovecot-s3cret", "alertmanager": "am-s3cret"}
+TOKENS = {
+    "admin": "admin-s3cret",
+    "dovecot": "dovecot-s3cret",
+    "alertmanager": "am-s3cret",
+    "rspamd": "rspamd-s3cret",
+}
 
 
 def _http(method: str, url: str, body: bytes | None, token: str | None = None) -> Reply:
@@ -122,6 +130,9 @@ async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
         holder["admin"].pool_changes += 1
         changed.set()
 
+    def on_spam(verdict: SpamVerdict) -> None:
+        holder["admin"].verdicts.append(verdict)
+
     server = AdminServer(
         "127.0.0.1:0",
         loop,
@@ -132,6 +143,7 @@ async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
         engine.decide_auth,
         lambda: Tokens(dict(TOKENS)),
         lambda: store,
+        on_spam,
     )
     state = Admin(server, metrics, dispatcher, PoolRuntime(policy, HOST), engine, changed)
     holder["admin"] = state
@@ -377,6 +389,7 @@ async def test_dovecot_gets_an_answer_before_its_own_timeout(
         slow,
         lambda: Tokens(dict(TOKENS)),
         LocalStore,
+        lambda verdict: None,
     )
     server.start()
     try:
@@ -552,3 +565,100 @@ async def test_a_scrape_counts_the_bans_at_most_once_a_minute(admin: Admin) -> N
     for _ in range(5):
         assert (await admin.request("GET", "/metrics", token=None)).status == 200
     assert len(scans) == 1
+
+
+# ------------------------------------------------------- rspamd's verdicts
+
+
+RSPAMD_VERDICT = {
+    "action": "quarantine",
+    "score": 10.88,
+    "qid": "4ABC123DEF",
+    "user": "alice@example.com",
+    "from": "alice@example.com",
+    "ip": "192.0.2.10",
+    "rcpt": ["a@remote.test", "b@remote.test"],
+    "subject": "FREE MONEY",
+    "symbols": [],
+}
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def _post_verdict(admin: Admin, payload: object, authorization: str | None) -> Reply:
+    def post() -> Reply:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{admin.server.port}/rspamd",
+            data=json.dumps(payload).encode(),
+            method="POST",
+        )
+        # a client that can send basic authentication only, as text/plain
+        request.add_header("Content-Type", "text/plain")
+        if authorization is not None:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return Reply(response.status, response.read(), response.headers["Content-Type"])
+        except urllib.error.HTTPError as error:
+            return Reply(error.code, error.read(), error.headers["Content-Type"])
+
+    return await asyncio.to_thread(post)
+
+
+async def _settled() -> None:
+    for _ in range(20):  # the verdict is handed to the loop
+        await asyncio.sleep(0.01)
+
+
+async def test_rspamds_verdict_is_taken_with_its_token_as_the_password(admin: Admin) -> None:
+    reply = await _post_verdict(admin, RSPAMD_VERDICT, _basic("rspamd", TOKENS["rspamd"]))
+    assert (reply.status, reply.json()) == (200, {"recorded": True})
+    await _settled()
+    (verdict,) = admin.verdicts
+    assert (verdict.action, verdict.outcome, verdict.score) == ("quarantine", "HOLD", 10.88)
+    assert (verdict.login, verdict.queue_id, verdict.recipients) == (
+        "alice@example.com",
+        "4ABC123DEF",
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Basic " + base64.b64encode(b"rspamd:wrong").decode(),
+        "Basic " + base64.b64encode(b"rspamd:" + TOKENS["dovecot"].encode()).decode(),
+        "Basic !!not-base64!!",
+        f"Bearer {TOKENS['alertmanager']}",
+    ],
+    ids=["none", "wrong", "another-callers", "garbled", "another-callers-bearer"],
+)
+async def test_nobody_else_may_post_a_verdict(admin: Admin, authorization: str | None) -> None:
+    reply = await _post_verdict(admin, RSPAMD_VERDICT, authorization)
+    assert reply.status == 401
+    await _settled()
+    assert admin.verdicts == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"action": "no action"},
+        {"action": "soft reject"},
+        {"score": "high"},
+        {"score": float("inf")},
+        {"score": True},
+    ],
+    ids=["no-action", "soft-reject", "text-score", "infinite-score", "boolean-score"],
+)
+async def test_a_verdict_that_does_not_act_is_not_recorded(
+    admin: Admin, change: dict[str, object]
+) -> None:
+    payload = {**RSPAMD_VERDICT, **change}
+    reply = await _post_verdict(admin, payload, f"Bearer {TOKENS['admin']}")
+    assert (reply.status, reply.json()) == (200, {"recorded": False})
+    await _settled()
+    assert admin.verdicts == []

@@ -18,8 +18,21 @@ from postwarden.policyd.usage import PURGE_EVERY, PURGE_SLICE, UsageLog
 START = 1_000_000.0
 RETENTION = 1000
 
-ALICE = UsageRow("alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO")
-ALICE_ROW = ("alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO")
+ALICE = UsageRow(
+    "alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO", "4A1"
+)
+ALICE_ROW = (
+    "alice@example.com",
+    "alice@example.com",
+    3,
+    2048,
+    "192.0.2.1",
+    "main",
+    "DUNNO",
+    "4A1",
+    None,
+    None,
+)
 BOB = UsageRow("bob@example.org", "info@example.org", 1, 512, "2001:db8::7", None, "HOLD too much")
 
 
@@ -68,6 +81,9 @@ def test_the_table_has_the_documented_columns(usage: UsageLog, path: Path) -> No
         ("client", "TEXT", 1),
         ("pool", "TEXT", 0),
         ("decision", "TEXT", 1),
+        ("queue_id", "TEXT", 1),
+        ("spam_action", "TEXT", 0),
+        ("spam_score", "REAL", 0),
     ]
     assert indexes == {"usage_time"}
 
@@ -93,7 +109,7 @@ def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> 
     assert rows(path) == []  # buffered
     assert usage.flush() == 2
     assert rows(path) == [
-        (START, "alice@example.com", "alice@example.com", 3, 2048, "192.0.2.1", "main", "DUNNO"),
+        (START, *ALICE_ROW),
         (
             START + 2.5,
             "bob@example.org",
@@ -103,6 +119,9 @@ def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> 
             "2001:db8::7",
             None,
             "HOLD too much",
+            "",
+            None,
+            None,
         ),
     ]
     assert usage.flush() == 0
@@ -205,7 +224,7 @@ def test_a_large_purge_goes_a_slice_at_a_time(usage: UsageLog, path: Path, clock
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
-            "NULL, 'DUNNO')",
+            "NULL, 'DUNNO', '', NULL, NULL)",
             [(START + number / expired,) for number in range(expired)],
         )
     clock.now = START + PURGE_EVERY + 2  # all of them past the retention
@@ -232,7 +251,7 @@ async def test_the_daemon_yields_between_purge_slices(
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
-            "NULL, 'DUNNO')",
+            "NULL, 'DUNNO', '', NULL, NULL)",
             [(START,)] * (5 * PURGE_SLICE),
         )
     clock.now = START + PURGE_EVERY
@@ -275,3 +294,65 @@ def test_a_corrupt_usage_log_is_moved_aside(
     log.add(ALICE)
     log.close()
     assert [r[1] for r in rows(path)] == ["alice@example.com"]
+
+
+# ------------------------------------------------------- rspamd's verdicts
+
+
+def test_a_verdict_corrects_a_row_still_buffered(usage: UsageLog, path: Path) -> None:
+    usage.add(ALICE)
+    usage.add(BOB)
+    assert usage.mark_spam("4A1", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88)
+    usage.flush()
+    alice, bob = rows(path)
+    assert alice[7:] == ("HOLD spam (rspamd score 10.88)", "4A1", "quarantine", 10.88)
+    assert bob[7:] == ("HOLD too much", "", None, None)
+
+
+def test_a_verdict_corrects_a_row_already_written(
+    usage: UsageLog, path: Path, clock: Clock
+) -> None:
+    usage.add(ALICE)
+    usage.flush()
+    clock.now += 5
+    assert usage.mark_spam("4A1", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0)
+    assert rows(path)[0][7:] == ("REJECT 5.7.1 spam (rspamd score 16.00)", "4A1", "reject", 16.0)
+
+
+def test_a_marked_message_keeps_its_decision(usage: UsageLog, path: Path) -> None:
+    usage.add(ALICE)
+    usage.flush()
+    assert usage.mark_spam("4A1", None, "add header", 7.5)
+    assert rows(path)[0][7:] == ("DUNNO", "4A1", "add header", 7.5)
+
+
+def test_a_verdict_for_no_known_message_changes_nothing(
+    usage: UsageLog, path: Path, clock: Clock
+) -> None:
+    usage.add(ALICE)
+    usage.flush()
+    assert not usage.mark_spam("", "HOLD x", "quarantine", 11.0)
+    assert not usage.mark_spam("9Z9", "HOLD x", "quarantine", 11.0)
+    clock.now += 7200  # rspamd answers in seconds: an old row is another message
+    assert not usage.mark_spam("4A1", "HOLD x", "quarantine", 11.0)
+    assert rows(path) == [(START, *ALICE_ROW)]
+
+
+def test_a_log_from_an_earlier_version_gets_the_new_columns(path: Path, clock: Clock) -> None:
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE usage (time REAL NOT NULL, login TEXT NOT NULL, sender TEXT NOT NULL,"
+            " recipients INTEGER NOT NULL, size INTEGER NOT NULL, client TEXT NOT NULL,"
+            " pool TEXT, decision TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO usage VALUES (999990.0, 'a@x', 'a@x', 1, 10, '192.0.2.9', NULL, 'DUNNO')"
+        )
+    log = UsageLog(str(path), RETENTION, clock)
+    log.add(ALICE)
+    log.close()
+    assert rows(path) == [
+        (START - 10, "a@x", "a@x", 1, 10, "192.0.2.9", None, "DUNNO", "", None, None),
+        (START, *ALICE_ROW),
+    ]

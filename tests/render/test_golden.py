@@ -84,7 +84,7 @@ def test_the_tree_matches_the_golden_files(tree: RenderedTree) -> None:
 def test_the_golden_tree_is_the_example_inventory() -> None:
     """Guards against a golden tree rendered from something else (a stray policy)."""
     golden = files_below(GOLDEN)
-    assert len(golden) == 29
+    assert len(golden) == 32
     policy_copy = golden["/etc/postwarden/policy.yml"].decode()
     assert policy_copy == header(SOURCE) + (EXAMPLE_INVENTORY / "policy.yml").read_text()
 
@@ -159,7 +159,8 @@ def test_the_command_line_renders_the_golden_tree(seed: str, tmp_path: Path) -> 
 
 
 def test_every_file_starts_with_the_managed_header(tree: RenderedTree) -> None:
-    first_line = f"# {HEADER_LINES[0]}\n"
     for path, rendered in tree.items():
-        assert rendered.content.startswith(first_line), path
-        assert rendered.content.startswith(header(SOURCE)), path
+        # in the file's comment syntax: Lua's is --
+        comment = "--" if path.endswith(".lua") else "#"
+        assert rendered.content.startswith(f"{comment} {HEADER_LINES[0]}\n"), path
+        assert rendered.content.startswith(header(SOURCE, comment)), path

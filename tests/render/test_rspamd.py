@@ -31,6 +31,7 @@ from tests.render.conftest import SOURCE, write_files
 RSPAMD_ETC = Path("/etc/rspamd")
 LOCAL_D = "/etc/rspamd/local.d"
 ACTIONS = f"{LOCAL_D}/actions.conf"
+SETTINGS = f"{LOCAL_D}/settings.conf"
 DKIM_SIGNING = f"{LOCAL_D}/dkim_signing.conf"
 SELECTORS = "/etc/rspamd/postwarden/dkim_selectors.map"
 OFFLINE = HostSettings(rspamd_fuzzy=False)
@@ -143,39 +144,74 @@ def test_a_broken_actions_conf_fails(example: LoadedPolicy, tmp_path: Path, brok
 # ------------------------------------------------------ what rspamd enforces
 
 
-def test_actions_carry_the_outbound_spam_scores(example: LoadedPolicy, tmp_path: Path) -> None:
+def dumped_rules(config: Path) -> dict[str, str]:
+    """The settings rules as rspamd reads them from the copy, by name."""
+    result = rspamadm(config, "configdump", "settings")
+    assert result.returncode == 0, result.stderr
+    return dict(re.findall(r"^(\w+) \{\n(.*?)^\}$", result.stdout, re.MULTILINE | re.DOTALL))
+
+
+def rule_thresholds(rule: str) -> dict[str, float]:
+    return {name: float(value) for name, value in re.findall(r"(\w+) = ([\d.]+);", rule)}
+
+
+def test_inbound_mail_keeps_rspamds_thresholds_and_is_never_held(
+    example: LoadedPolicy, tmp_path: Path
+) -> None:
     files = render(example)
-    assert thresholds(by_path(files)[ACTIONS]) == {
-        "reject": 15,
-        "quarantine": 10,
-        "add_header": 6,
-    }
-    dumped = dumped_actions(rspamd_copy(files, tmp_path))
-    assert (dumped["reject"], dumped["quarantine"], dumped["add_header"]) == (15, 10, 6)
+    assert thresholds(by_path(files)[ACTIONS]) == {"reject": 15, "add_header": 6}
+    config = rspamd_copy(files, tmp_path)
+    dumped = rspamadm(config, "configdump", "actions").stdout
+    assert dumped_actions(config) == {"reject": 15, "add_header": 6}
+    # declared, so that the outbound rules can lower it, at a score nothing reaches
+    assert re.search(r"quarantine \{\s+score = 10000;\s+\}", dumped), dumped
+    assert "greylist" not in dumped
+
+
+def test_outbound_scores_apply_to_logins_and_mynetworks_only(
+    example: LoadedPolicy, tmp_path: Path
+) -> None:
+    host = HostSettings(rspamd_fuzzy=False, mynetworks=["127.0.0.1/32", "[2001:db8::]/64"])
+    rules = dumped_rules(rspamd_copy(render(example, host), tmp_path))
+    assert set(rules) == {"postwarden_outbound_login", "postwarden_outbound_networks"}
+    login, networks = rules["postwarden_outbound_login"], rules["postwarden_outbound_networks"]
+    assert "authenticated = true;" in login
+    assert re.search(r'ip \[\s+"127.0.0.1/32",\s+"2001:db8::/64",\s+\]', networks), networks
+    for rule in (login, networks):
+        assert 'priority = "high";' in rule
+        assert rule_thresholds(rule) == {"reject": 15, "quarantine": 10, "add_header": 6}
 
 
 def test_rspamd_reads_the_thresholds_from_the_rendered_file(
     write_policy: WritePolicy, tmp_path: Path
 ) -> None:
-    """Scores no default has: they can only come from the rendered actions.conf."""
+    """Scores no default has: they can only come from the rendered settings.conf."""
     loaded = load_policy(write_policy(MINIMAL_POLICY + OUTBOUND_SPAM))
-    dumped = dumped_actions(rspamd_copy(render(loaded), tmp_path))
-    assert (dumped["reject"], dumped["quarantine"], dumped["add_header"]) == (21, 9.5, 4.5)
+    rules = dumped_rules(rspamd_copy(render(loaded), tmp_path))
+    assert rule_thresholds(rules["postwarden_outbound_login"]) == {
+        "reject": 21,
+        "quarantine": 9.5,
+        "add_header": 4.5,
+    }
 
 
-def test_without_outbound_spam_rspamd_keeps_its_thresholds(
+def test_without_outbound_spam_outbound_mail_meets_inbounds_thresholds(
     write_policy: WritePolicy, tmp_path: Path
 ) -> None:
     loaded = load_policy(write_policy(MINIMAL_POLICY))
     assert loaded.policy.abuse.outbound_spam is None
     files = render(loaded)
-    assert thresholds(by_path(files)[ACTIONS]) == {}
-    assert "abuse.outbound_spam is not configured" in by_path(files)[ACTIONS]
+    assert "abuse.outbound_spam is not configured" in by_path(files)[SETTINGS]
     config = rspamd_copy(files, tmp_path)
     assert configtest(config).returncode == 0
-    stock = dumped_actions(config)
-    assert "quarantine" not in stock
-    assert (stock["reject"], stock["add_header"]) == (15, 6)
+    assert dumped_rules(config) == {}
+    assert dumped_actions(config) == {"reject": 15, "add_header": 6}
+
+
+def test_greylisting_is_off(example: LoadedPolicy, tmp_path: Path) -> None:
+    dumped = rspamadm(rspamd_copy(render(example), tmp_path), "configdump", "greylist")
+    assert dumped.returncode == 0, dumped.stderr
+    assert "enabled = false;" in dumped.stdout
 
 
 def test_dkim_signing_with_the_selector_map(example: LoadedPolicy, tmp_path: Path) -> None:

@@ -373,7 +373,6 @@ _EVENT_NEEDS: dict[str, tuple[str, Callable[[Policy], bool]]] = {
             and p.abuse.bad_smtp_sessions.auth_failures is not None
         ),
     ),
-    "spam.outbound": ("abuse.outbound_spam", lambda p: p.abuse.outbound_spam is not None),
     "throttle.hit": ("throttles", lambda p: bool(p.throttles)),
     "list.post_held": ("lists", lambda p: bool(p.lists)),
     "password.audit_failed": (

@@ -31,9 +31,8 @@ NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
 NOT_ENFORCED_EVENTS: dict[str, str] = {
-    "password.audit_failed": "passwords are not audited yet, so this never fires",
-    "spam.outbound": "outbound spam verdicts do not reach postwarden-policyd yet",
     "queue.size": "no Postfix queue exporter is deployed yet, so this never fires",
+    "password.audit_failed": "passwords are not audited yet, so this never fires",
 }
 """Event kinds that nothing raises yet."""
 

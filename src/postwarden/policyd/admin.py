@@ -11,6 +11,8 @@ and the run-time state of the IP pools.
   (auth_policy_server_url); the answer is ``{"status": 0}`` or ``{"status": -1}``.
 - ``GET /bans``: every ban in force, on every host sharing the store.
 - ``POST /bans/<client>`` with ``{"action": "lift"}``: end that client's ban now.
+- ``POST /rspamd``: rspamd's verdict on an outbound message (our rule's
+  JSON, spam.py); raises spam.outbound and corrects the usage log.
 
 Everything but the metrics needs its caller's token (``tokens.py``): a local user
 can neither quarantine an address, nor ban one through the Dovecot endpoint, nor
@@ -45,6 +47,7 @@ from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.spam import SpamVerdict, parse_verdict
 from postwarden.policyd.stores import Store, StoreUnavailable
 from postwarden.policyd.tokens import Tokens
 
@@ -106,6 +109,7 @@ class AdminServer:
         auth_policy: Callable[[str, dict[str, Any]], Coroutine[Any, Any, str]],
         tokens: Callable[[], Tokens],
         store: Callable[[], Store],
+        on_spam: Callable[[SpamVerdict], None],
     ) -> None:
         host, _, port = address.rpartition(":")
         admin = self
@@ -143,6 +147,7 @@ class AdminServer:
         self.auth_policy = auth_policy
         self.tokens = tokens
         self.store = store
+        self.on_spam = on_spam
         self._bans_counted_at = -BANS_COUNT_EVERY
         self.server = _BoundedServer((host.strip("[]"), int(port)), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -203,6 +208,8 @@ class AdminServer:
         elif url.path == "/dovecot/":
             command = parse_qs(url.query).get("command", [""])[0]
             self._dovecot(request, command, body)
+        elif url.path == "/rspamd":
+            self._rspamd(request, body)
         elif request.path.startswith("/alertmanager/"):
             self._alertmanager(request, request.path.removeprefix("/alertmanager/"), body)
         elif request.path.startswith("/pools/"):
@@ -236,6 +243,14 @@ class AdminServer:
             self.loop.call_soon_threadsafe(dispatcher.queue, channel, note)
             sent += 1
         _json(request, HTTPStatus.OK, {"queued": sent})
+
+    def _rspamd(self, request: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        verdict = parse_verdict(body)
+        if verdict is not None:
+            self.loop.call_soon_threadsafe(self.on_spam, verdict)
+        # 200 either way: rspamd logs anything else as an error, and would for every
+        # message it has no verdict on for us
+        _json(request, HTTPStatus.OK, {"recorded": verdict is not None})
 
     def _dovecot(self, request: BaseHTTPRequestHandler, command: str, body: dict[str, Any]) -> None:
         future = asyncio.run_coroutine_threadsafe(self.auth_policy(command, body), self.loop)
@@ -322,6 +337,8 @@ def _scope(path: str) -> str:
         return "dovecot"
     if path.startswith("/alertmanager/"):
         return "alertmanager"
+    if path == "/rspamd":
+        return "rspamd"
     return "admin"
 
 

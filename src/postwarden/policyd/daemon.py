@@ -18,7 +18,7 @@ from pathlib import Path
 
 from postwarden.policy.load import PolicyInvalid
 from postwarden.policyd.admin import AdminServer
-from postwarden.policyd.decide import Event, UsageRow
+from postwarden.policyd.decide import Event, UsageRow, sender_identity
 from postwarden.policyd.dnsbl import BlocklistWatch, make_resolver
 from postwarden.policyd.engine import Engine
 from postwarden.policyd.events import EventDispatcher
@@ -28,6 +28,7 @@ from postwarden.policyd.runtime import LoaderFailed, Runtime, load_runtime_async
 from postwarden.policyd.server import ERROR_ACTION, PolicyServer
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.socketmap import SocketmapServer
+from postwarden.policyd.spam import SpamVerdict
 from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.tokens import Tokens
@@ -164,6 +165,23 @@ class Daemon:
     def on_usage(self, row: UsageRow) -> None:
         self.usage.add(row)
 
+    def on_spam(self, verdict: SpamVerdict) -> None:
+        """rspamd's verdict on an outbound message: the event, the metric, and the
+        message's usage row corrected (the decision said it passed)."""
+        self.metrics.outbound_spam.labels(verdict.action).inc()
+        subject = (
+            sender_identity(verdict.login, verdict.sender, verdict.client, self.engine.view)
+            or verdict.login
+            or verdict.sender
+            or verdict.client
+        )
+        decision = {
+            "REJECT": f"REJECT 5.7.1 spam (rspamd score {verdict.score:.2f})",
+            "HOLD": f"HOLD spam (rspamd score {verdict.score:.2f})",
+        }.get(verdict.outcome)
+        self.usage.mark_spam(verdict.queue_id, decision, verdict.action, verdict.score)
+        self.on_event(Event("spam.outbound", subject, verdict.describe()))
+
     async def decide(self, request: dict[str, str]) -> str:
         started = time.perf_counter()
         action = await self.engine.decide(request)
@@ -280,6 +298,7 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
         daemon.engine.decide_auth,
         lambda: daemon.tokens,
         lambda: daemon.engine.store,
+        daemon.on_spam,
     )
     admin.start()
     workers = [

@@ -105,6 +105,7 @@ EventKind = Literal[
     "list.post_held",
     "message.large",
     "ip.blacklisted",
+    "spam.outbound",
     "system.store",
 ]
 
@@ -126,6 +127,8 @@ class UsageRow(NamedTuple):
     client: str
     pool: str | None
     decision: str
+    queue_id: str = ""
+    """Postfix's; rspamd's verdict, which comes after the decision, names it (spam.py)."""
 
 
 class Verdict(NamedTuple):
@@ -195,7 +198,7 @@ def _passed() -> Decision:
     yield []  # unreachable: makes this a generator that asks the store nothing
 
 
-def _identity(login: str, sender: str, client: str, view: PolicyView) -> str:
+def sender_identity(login: str, sender: str, client: str, view: PolicyView) -> str:
     """Who is sending, for throttles, abuse rules and the usage log: the login; or,
     for mail relayed from the host's own networks without one (local applications,
     a classic source of spam from a compromised site), the envelope sender when it
@@ -233,7 +236,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     client = request.get("client_address", "")
     login = request.get("sasl_username", "").lower()
     sender = request.get("sender", "").lower()
-    identity = _identity(login, sender, client, view)
+    identity = sender_identity(login, sender, client, view)
     recipient = request.get("recipient", "").lower()
 
     ops: list[Op] = [BanCheck(client)] if client else []
@@ -340,7 +343,7 @@ def _throttled(outcome: _Outcome, named: NamedThrottle, subject: str, what: str)
 def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     sender = request.get("sender", "").lower()
     client = request.get("client_address", "")
-    login = _identity(request.get("sasl_username", "").lower(), sender, client, view)
+    login = sender_identity(request.get("sasl_username", "").lower(), sender, client, view)
     size = _int(request.get("size"))
     large = view.large_message_above is not None and size > view.large_message_above
     if not login:
@@ -370,7 +373,12 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     results: list[Result] = (yield ops) if ops else []
     pool = view.user_pools.get(login)
     if not large and all(results[: len(takes)]) and not _looks_like_bulk(results, takes, view):
-        return Verdict(PASS, usage=UsageRow(login, sender, recipients, size, client, pool, PASS))
+        return Verdict(
+            PASS,
+            usage=UsageRow(
+                login, sender, recipients, size, client, pool, PASS, request.get("queue_id", "")
+            ),
+        )
 
     outcome = _Outcome()
     if large:
@@ -383,7 +391,18 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         text = f"{similar} messages of about {size} bytes within {spammer.within}"
         outcome.act(spammer.action, f"looks like bulk mail from an account: {text}")
         outcome.events.append(Event("abuse.internal_spammer", login, text))
-    return outcome.verdict(UsageRow(login, sender, recipients, size, client, pool, outcome.action))
+    return outcome.verdict(
+        UsageRow(
+            login,
+            sender,
+            recipients,
+            size,
+            client,
+            pool,
+            outcome.action,
+            request.get("queue_id", ""),
+        )
+    )
 
 
 def _looks_like_bulk(

@@ -89,6 +89,12 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.outbound_spam = Counter(
+            "postwarden_policyd_outbound_spam",
+            "rspamd's verdicts on outbound mail that acted, by action",
+            ["action"],
+            registry=r,
+        )
         self.bans = Gauge(
             "postwarden_policyd_bans_active",
             "Clients banned now, on every host sharing the store",

@@ -8,15 +8,20 @@ directory readable by root and the daemon's group only:
 - ``dovecot``: Dovecot's auth policy requests (sent as a header from a root-only
   file that dovecot.conf includes);
 - ``alertmanager``: the Alertmanager bridge (read by Alertmanager from a file of
-  its group).
+  its group);
+- ``rspamd``: rspamd's verdicts on outbound mail (our rule in rspamd reads it from a
+  file only its group may read).
 
-A caller sends ``Authorization: Bearer TOKEN``. Prometheus' ``/metrics`` needs no
-token. A scope whose file is missing accepts the admin token only; with no files at
-all, nothing but the metrics answers.
+A caller sends ``Authorization: Bearer TOKEN`` (or HTTP basic authentication with
+the token as the password, for clients that can send nothing else). Prometheus'
+``/metrics`` needs no token. A scope whose file is missing accepts the admin token
+only; with no files at all, nothing but the metrics answers.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -24,7 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger("postwarden.policyd")
 
-SCOPES = ("admin", "dovecot", "alertmanager")
+SCOPES = ("admin", "dovecot", "alertmanager", "rspamd")
 TOKENS_DIR = "/etc/postwarden/tokens"
 
 
@@ -52,11 +57,27 @@ class Tokens:
 
     def allows(self, authorization: str | None, scope: str) -> bool:
         """Whether the header carries the token of ``scope``, or the admin's."""
-        if not authorization or not authorization.startswith("Bearer "):
+        given = _token(authorization)
+        if given is None:
             return False
-        given = authorization.removeprefix("Bearer ").strip().encode()
         return any(
             hmac.compare_digest(given, self.by_scope[name].encode())
             for name in dict.fromkeys((scope, "admin"))
             if name in self.by_scope
         )
+
+
+def _token(authorization: str | None) -> bytes | None:
+    """The token a header carries: a bearer token, or basic authentication's password."""
+    if not authorization:
+        return None
+    kind, _, value = authorization.partition(" ")
+    if kind == "Bearer":
+        return value.strip().encode()
+    if kind == "Basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return decoded.partition(b":")[2]
+    return None

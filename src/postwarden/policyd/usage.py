@@ -1,5 +1,9 @@
 """The usage log: one row per accepted outbound message, the raw material of reports.
 
+rspamd scans a message after the daemon's END-OF-MESSAGE decision; its verdict on
+outbound mail arrives a moment later (spam.py) and corrects the message's row by
+its queue ID: REJECT or HOLD, with rspamd's action and score.
+
 Rows are buffered and written in batches; rows older than the retention are
 deleted once an hour, a slice at a time.
 
@@ -31,11 +35,23 @@ CREATE TABLE IF NOT EXISTS usage (
     size INTEGER NOT NULL,
     client TEXT NOT NULL,
     pool TEXT,
-    decision TEXT NOT NULL
+    decision TEXT NOT NULL,
+    queue_id TEXT NOT NULL DEFAULT '',
+    spam_action TEXT,
+    spam_score REAL
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
 DROP INDEX IF EXISTS usage_login;
 """
+ADDED_COLUMNS = {
+    "queue_id": "TEXT NOT NULL DEFAULT ''",
+    "spam_action": "TEXT",
+    "spam_score": "REAL",
+}
+"""Columns a log written by an earlier version lacks: added when it is opened."""
+VERDICT_WITHIN = 3600.0
+"""How far back a verdict looks for its message's row: rspamd answers in seconds, and
+the time index keeps the search to the last hour's rows."""
 PURGE_EVERY = 3600.0
 PURGE_SLICE = 2000
 """Rows deleted by one flush: about a millisecond of the event loop's time. A million
@@ -48,6 +64,7 @@ class UsageLog:
         # rows go to the end of the table and of its index: a few pages are all it touches
         # an unreadable file is moved aside, not deleted: reports are made from it
         self.db = open_with_schema(path, cache_mb=2, schema=SCHEMA)
+        self._add_columns()
         self.retention = retention
         self.clock = clock
         self._pending: list[tuple[object, ...]] = []
@@ -71,8 +88,46 @@ class UsageLog:
                 row.client,
                 row.pool,
                 row.decision,
+                row.queue_id,
+                None,
+                None,
             )
         )
+
+    def mark_spam(self, queue_id: str, decision: str | None, action: str, score: float) -> bool:
+        """Record rspamd's verdict on the row of message ``queue_id``; ``decision``
+        replaces the row's when rspamd refused or held it. False when no row has that
+        queue ID (the message was not one the daemon logs)."""
+        if not queue_id:
+            return False
+        for index in range(len(self._pending) - 1, -1, -1):
+            row = self._pending[index]
+            if row[8] == queue_id:
+                self._pending[index] = (
+                    *row[:7],
+                    decision if decision is not None else row[7],
+                    queue_id,
+                    action,
+                    score,
+                )
+                return True
+        try:
+            with self.db:
+                changed = self.db.execute(
+                    "UPDATE usage SET decision = coalesce(?, decision), spam_action = ?, "
+                    "spam_score = ? WHERE time >= ? AND queue_id = ?",
+                    (decision, action, score, self.clock() - VERDICT_WITHIN, queue_id),
+                ).rowcount
+        except sqlite3.Error as error:
+            log.error("cannot write the usage log: %s", error)
+            return False
+        return changed > 0
+
+    def _add_columns(self) -> None:
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(usage)")}
+        for name, kind in ADDED_COLUMNS.items():
+            if name not in present:
+                self.db.execute(f"ALTER TABLE usage ADD COLUMN {name} {kind}")
 
     def flush(self, limit: int | None = None) -> int:
         """Write pending rows (at most ``limit``); return how many were written."""
@@ -84,7 +139,9 @@ class UsageLog:
             if rows:
                 with self.db:
                     self.db.execute("BEGIN")
-                    self.db.executemany("INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    self.db.executemany(
+                        "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                    )
             now = self.clock()
             if self._purge_before is None and now - self._purged >= PURGE_EVERY:
                 self._purged = now

@@ -1,13 +1,26 @@
 """rspamd: the spam score thresholds, DKIM signing, headers.
 
-``abuse.outbound_spam`` sets rspamd's action thresholds: at ``hold_score`` rspamd
-answers "quarantine", which Postfix turns into its hold queue. The thresholds
-are global (local.d/actions.conf) rather than limited to logged-in senders
-through the settings module, because rspamd 3.4 does not apply a quarantine
-threshold from settings reliably: seen in tests, a score above it was passed
-with a header, and a quarantine chosen there reached Postfix as a temporary
-failure. So inbound mail meets the same thresholds, which stay close to
-rspamd's defaults (add a header at 6, reject at 15) in the example policy.
+Inbound and outbound mail meet different thresholds. Inbound mail (from anyone
+else on port 25) keeps rspamd's own: a header at 6, reject at 15, and never the
+hold queue, which would leave an administrator moderating other people's spam.
+``abuse.outbound_spam`` applies only to logged-in senders and to the networks that
+may relay (mynetworks), through two rules of rspamd's settings module.
+
+rspamd 3.4 chooses an action from a list it sorts when the configuration loads: an
+action that only a settings rule adds ("added new action ... due to settings") is
+then out of order, and a score above its threshold was seen to get a lesser action,
+depending on what the worker scanned before. So every action the outbound rules use
+is also declared globally; "quarantine" (the hold) gets a score no message reaches.
+The rules then hold or reject as they should, as tests/e2e prove with real mail.
+
+What rspamd decides about outbound mail (a reject, a hold, a header) is posted to
+postwarden-policyd by a rule of ours (local.d/rspamd.lua), with a token: the daemon
+raises ``spam.outbound`` and records the verdict in the usage log. Verdicts on
+inbound mail are never sent.
+
+Greylisting is off, by choice: rspamd keeps its greylist in a Redis of its own,
+which this project does not run, and greylisting delays the first mail of every
+new correspondent; inbound spam is scored instead.
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ from postwarden.render.tree import RenderedFile
 LOCAL_D = "/etc/rspamd/local.d"
 DATA_DIR = "/etc/rspamd/postwarden"
 DKIM_KEY_DIR = "/var/lib/rspamd/dkim"
+VERDICT_TOKEN = f"{DATA_DIR}/policyd-token"
+"""rspamd's token for the daemon, made on the host (make-tokens), never rendered."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +47,15 @@ class Action:
     score: float
 
 
-def actions(policy: Policy) -> list[Action]:
-    """The thresholds the policy sets; rspamd keeps its default for the others."""
+INBOUND_ACTIONS = (Action("reject", 15), Action("add_header", 6))
+"""rspamd's own thresholds for inbound mail, written out."""
+UNREACHED_SCORE = 10_000
+"""Inbound's hold threshold: no message scores this. Written as an object, since
+rspamd's configtest refuses a plain number above reject's."""
+
+
+def outbound_actions(policy: Policy) -> list[Action]:
+    """The thresholds the policy sets for outbound mail; the others are inbound's."""
     spam = policy.abuse.outbound_spam
     if spam is None:
         return []
@@ -69,7 +91,39 @@ def render_rspamd(
     files = [
         RenderedFile(
             f"{LOCAL_D}/actions.conf",
-            render_template("rspamd/actions.conf.j2", source, actions=actions(policy)),
+            render_template(
+                "rspamd/actions.conf.j2",
+                source,
+                actions=INBOUND_ACTIONS,
+                unreached=UNREACHED_SCORE,
+            ),
+            "rspamd",
+        ),
+        RenderedFile(
+            f"{LOCAL_D}/settings.conf",
+            render_template(
+                "rspamd/settings.conf.j2",
+                source,
+                actions=outbound_actions(policy),
+                networks=sign_networks(host),
+            ),
+            "rspamd",
+        ),
+        RenderedFile(
+            f"{LOCAL_D}/rspamd.lua",
+            render_template(
+                "rspamd/rspamd.lua.j2",
+                source,
+                comment="--",
+                url=f"http://{host.policyd_metrics_listen}/rspamd",
+                token_file=VERDICT_TOKEN,
+                networks=sign_networks(host),
+            ),
+            "rspamd",
+        ),
+        RenderedFile(
+            f"{LOCAL_D}/greylist.conf",
+            render_template("rspamd/greylist.conf.j2", source),
             "rspamd",
         ),
         RenderedFile(
