@@ -9,6 +9,7 @@ Clients connect from loopback addresses outside the host's mynetworks
     smtp_probe.py harvest SOURCE COUNT
     smtp_probe.py imap LOGIN PASSWORD SOURCE
     smtp_probe.py smuggle FORM RECIPIENT SOURCE
+    smtp_probe.py spam SENDER RECIPIENT [--login LOGIN PASSWORD] [--source IP]
 """
 
 from __future__ import annotations
@@ -65,6 +66,37 @@ def submit(args: argparse.Namespace) -> dict[str, object]:
                 answers.append([error.smtp_code, as_text(error.smtp_error)])
                 client.rset()
     return {"answers": answers}
+
+
+def spam(args: argparse.Namespace) -> dict[str, object]:
+    """One message rspamd scores at about 10.9 from a loopback client: two Subject
+    headers, 8-bit text sent as 7bit, an all-caps subject, no Date, HTML only, a link
+    to a bare IP. Between the example's outbound hold (10) and reject (15) scores.
+    With a login through 587, else on port 25."""
+    message_id = f"<spam-{time.time_ns()}@probe.test>"
+    raw = (
+        f"From: {args.sender}\r\nTo: {args.recipient}\r\nMessage-ID: {message_id}\r\n"
+        "Subject: FREE MONEY NOW CLICK HERE\r\nSubject: FREE MONEY NOW\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n\r\n"
+        '<html><body><a href="http://198.51.100.7/x">WIN \u20ac\u20ac</a></body></html>\r\n'
+    ).encode()
+    port = 587 if args.login else 25
+    answers: list[list[object]] = []
+    with smtplib.SMTP("127.0.0.1", port, source_address=(args.source, 0), timeout=60) as client:
+        client.ehlo("probe.remote.test")
+        if args.login:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            client.starttls(context=context)
+            client.login(*args.login)
+        try:
+            client.sendmail(args.sender, [args.recipient], raw)
+            answers.append([250, "queued"])
+        except smtplib.SMTPResponseException as error:
+            answers.append([error.smtp_code, as_text(error.smtp_error)])
+    return {"answers": answers, "message_id": message_id}
 
 
 def harvest(args: argparse.Namespace) -> dict[str, object]:
@@ -187,8 +219,13 @@ def main() -> None:
     smuggled.add_argument("form", choices=sorted(SMUGGLING))
     smuggled.add_argument("recipient")
     smuggled.add_argument("source")
+    scored = commands.add_parser("spam")
+    scored.add_argument("sender")
+    scored.add_argument("recipient")
+    scored.add_argument("--login", nargs=2, metavar=("LOGIN", "PASSWORD"))
+    scored.add_argument("--source", default=OUTSIDE)
     args = parser.parse_args()
-    run = {"submit": submit, "harvest": harvest, "imap": imap, "smuggle": smuggle}
+    run = {"submit": submit, "harvest": harvest, "imap": imap, "smuggle": smuggle, "spam": spam}
     result = run[args.command](args)
     print(json.dumps(result))
 

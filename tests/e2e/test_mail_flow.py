@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.e2e.conftest import Webhook
 from tests.e2e.mailhost import OUTSIDE, MailHost, message
 
@@ -426,3 +427,22 @@ def _storage_limit(user: str) -> str:
 def test_quotas_reach_dovecot(mailhost: MailHost) -> None:
     assert _storage_limit("alice@example.com") == str(50 * 1024)  # KiB
     assert _storage_limit("bob@example.org") == "-"
+
+
+# ---------------------------------------------------------------- queue counter
+
+
+def test_the_queue_counter_counts_what_postfix_holds(mailhost: MailHost, tmp_path: Path) -> None:
+    """The postfix role's counter, run on this host's real spool, agrees with Postfix."""
+    tag = marker()
+    _send_raw(mailhost, _spammy(tag, message_id=False, link=True))
+    try:
+        assert held_containing(mailhost, tag)
+        script = ROOT / "roles" / "postwarden_postfix" / "files" / "postfix-queue-metrics"
+        subprocess.run(["sh", str(script), "/var/spool/postfix", str(tmp_path)], check=True)
+        written = (tmp_path / "postfix_queue.prom").read_text()
+        held = sum(1 for entry in mailhost.queue() if entry.get("queue_name") == "hold")
+        assert f'postwarden_postfix_queue_messages{{queue="hold"}} {held}\n' in written
+    finally:
+        for queue_id in held_containing(mailhost, tag):
+            subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)

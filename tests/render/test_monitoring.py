@@ -176,7 +176,6 @@ def test_rule_file_is_found_beside_the_config(example: LoadedPolicy, tmp_path: P
     assert jobs == {
         "prometheus": ["127.0.0.1:9090"],
         "node": ["127.0.0.1:9100"],
-        "postfix": ["127.0.0.1:9154"],
         "alertmanager": ["127.0.0.1:9093"],
         "postwarden-policyd": [HostSettings().policyd_metrics_listen],
     }
@@ -296,7 +295,6 @@ def test_one_rule_per_measured_event(any_loaded: LoadedPolicy, tmp_path: Path) -
 
 # Realistic series, as the exporters on a Debian host publish them.
 NODE = {"instance": "127.0.0.1:9100", "job": "node"}
-POSTFIX = {"instance": "127.0.0.1:9154", "job": "postfix"}
 MEMORY_TOTAL = 8 * 1024**3
 ROOT_FS = {"device": "/dev/vda1", "fstype": "ext4", "mountpoint": "/"}
 PSEUDO_FS = [  # always full, never a disk to alert about
@@ -315,11 +313,17 @@ def _series(name: str, labels: dict[str, str]) -> str:
 def input_series(event: QueueSizeEvent | SystemUsageEvent, level: float) -> dict[str, float]:
     """Series whose measured quantity (messages, percent used) is ``level``."""
     if isinstance(event, QueueSizeEvent):
-        # spread over queues, so that only their sum crosses the threshold
+        # spread over queues, so that only their sum crosses the threshold; held mail
+        # (many messages here) waits for a moderator and is not counted
         active = int(level) // 2
         return {
-            _series("postfix_showq_message_size_bytes_count", {**POSTFIX, "queue": q}): n
-            for q, n in (("active", active), ("deferred", int(level) - active), ("hold", 0))
+            _series("postwarden_postfix_queue_messages", {**NODE, "queue": q}): n
+            for q, n in (
+                ("active", active),
+                ("deferred", int(level) - active),
+                ("incoming", 0),
+                ("hold", 10 * (event.above + 1)),
+            )
         }
     if event.on == "system.memory":
         return {

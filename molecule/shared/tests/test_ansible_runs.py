@@ -3,7 +3,8 @@ a policy change would change, and changes nothing; a broken policy stops the pla
 before the host is touched; a file that fails its service's check never goes live.
 
 These run Ansible from the controller against the throwaway host, with a copy of the
-example policy that differs in one setting.
+policy the host runs (the example's, as molecule/shared/lab_policy.py changes it for the
+lab) that differs in one setting.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "inventories" / "example"
+sys.path.insert(0, str(ROOT / "molecule" / "shared"))
+from lab_policy import lab_policy  # noqa: E402  (beside the tests, not a package)
+
+DEPLOYED = lab_policy((EXAMPLE / "policy.yml").read_text())
+"""The text of the policy the scenario deployed."""
 HOST = "postwarden-mail"
 HOST_SETTINGS = {"mynetworks": ["127.0.0.1/32"], "rspamd_fuzzy": False, "dnsbl_zones": []}
 
@@ -71,7 +77,7 @@ def playbook(
 
 def test_check_diff_shows_exactly_the_policy_change(host: Any, tmp_path: Path) -> None:
     live = host.file("/etc/postfix/main.cf").md5sum
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     changed = text.replace("message_size_limit: 50MiB", "message_size_limit: 40MiB")
     assert changed != text
 
@@ -90,7 +96,7 @@ def test_check_diff_shows_exactly_the_policy_change(host: Any, tmp_path: Path) -
 
 def test_a_broken_policy_stops_before_the_host_is_touched(host: Any, tmp_path: Path) -> None:
     live = host.file("/etc/postfix/main.cf").md5sum
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     broken = text.replace("message_size_limit: 50MiB", "message_size_limit: 50MB of mail")
 
     result = playbook(inventory(tmp_path, broken))
@@ -116,7 +122,7 @@ def test_a_config_that_fails_its_check_never_replaces_the_live_one(
 ) -> None:
     jail = "/etc/fail2ban/jail.d/postwarden.local"
     live = host.file(jail).md5sum
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     changed = text.replace("ban_for: 1h", "ban_for: 2h")
     assert changed != text
     only_fail2ban = tmp_path / "fail2ban.yml"
@@ -164,7 +170,7 @@ def test_a_hostile_host_setting_stops_before_any_file_changes(host: Any, tmp_pat
     before = live_sums(host)
     hosts = inventory(
         tmp_path,
-        (EXAMPLE / "policy.yml").read_text(),
+        DEPLOYED,
         relayhost="[127.0.0.1]:2525\nrelay_domains = static:ALL",
     )
     result = playbook(hosts)
@@ -179,7 +185,7 @@ def test_a_hostile_host_setting_stops_before_any_file_changes(host: Any, tmp_pat
 
 def test_a_hostile_policy_value_stops_before_any_file_changes(host: Any, tmp_path: Path) -> None:
     before = live_sums(host)
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     hostile = text.replace(
         "cert: /etc/ssl/postwarden/mail.example.com.crt",
         'cert: "/etc/ssl/postwarden/mail.example.com.crt\\nrelay_domains = static:ALL"',
@@ -196,7 +202,7 @@ def test_one_service_refused_changes_no_service(host: Any, tmp_path: Path) -> No
     (a jail of someone else's names a filter that does not exist), and so nothing of
     either goes live: not main.cf, whose role runs before fail2ban's."""
     before = live_sums(host)
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     changed = text.replace("message_size_limit: 50MiB", "message_size_limit: 40MiB").replace(
         "ban_for: 1h", "ban_for: 2h"
     )
@@ -229,7 +235,7 @@ def test_a_certificate_and_key_that_do_not_match_stop_the_run(host: Any, tmp_pat
         "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other "
         "-keyout /tmp/other.key -out /etc/ssl/postwarden/other.crt 2>/dev/null",
     )
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     mismatched = text.replace(
         "cert: /etc/ssl/postwarden/mail.example.com.crt",
         "cert: /etc/ssl/postwarden/other.crt",
@@ -245,7 +251,7 @@ def test_a_certificate_and_key_that_do_not_match_stop_the_run(host: Any, tmp_pat
 
 
 def test_a_certificate_without_its_key_gets_no_new_key(host: Any, tmp_path: Path) -> None:
-    text = (EXAMPLE / "policy.yml").read_text()
+    text = DEPLOYED
     orphan = text.replace(
         "key: /etc/ssl/postwarden/mail.example.com.key",
         "key: /etc/ssl/postwarden/missing.key",

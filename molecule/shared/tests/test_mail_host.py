@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import subprocess
 import time
@@ -64,11 +65,98 @@ def wait_for(check: Any, timeout: float = 60.0) -> Any:
         time.sleep(1)
 
 
+def probe_json(host: Any, *args: str) -> dict[str, Any]:
+    command = " ".join(["smtp_probe", *(f"'{a}'" for a in args)])
+    result = host.run(command)
+    assert result.rc == 0, result.stderr
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+MAILDIR = "/var/vmail/{domain}/{local}/Maildir"
+
+
+def mailbox_with(host: Any, address: str, *texts: str) -> str:
+    """The first message in ``address``'s mailbox that holds every text, or ''."""
+    local, _, domain = address.partition("@")
+    maildir = MAILDIR.format(domain=domain, local=local)
+    found = host.run(f"grep -rlF -e '{texts[0]}' {maildir}/new {maildir}/cur")
+    for path in found.stdout.split():
+        content: str = host.file(path).content_string
+        if all(text in content for text in texts):
+            return content
+    return ""
+
+
+def held_with(host: Any, text: str) -> list[str]:
+    """Queue IDs of held messages whose headers or body hold ``text``."""
+    return [
+        entry["queue_id"]
+        for entry in held(host)
+        if text in host.run(f"postcat -bh -q {entry['queue_id']}").stdout
+    ]
+
+
+def rspamd_score(host: Any, message_id: str) -> float:
+    """The score rspamd gave the message, from its log line."""
+    line = host.check_output(f"grep -F 'id: {message_id}' /var/log/rspamd/rspamd.log | tail -1")
+    match = re.search(r"\): \[(-?[\d.]+)/", line)
+    assert match, line
+    return float(match.group(1))
+
+
+def usage_row(host: Any, queue_id: str) -> dict[str, Any]:
+    """postwarden-policyd's usage row of the message, once rspamd's verdict is in it."""
+    script = (
+        "import json, sqlite3; db = sqlite3.connect('/var/lib/postwarden/usage.sqlite'); "
+        "db.row_factory = sqlite3.Row; row = db.execute('SELECT * FROM usage WHERE "
+        f"queue_id = ? AND spam_action IS NOT NULL', ('{queue_id}',)).fetchone(); "
+        "print(json.dumps(dict(row) if row else {}))"
+    )
+    found: dict[str, Any] = json.loads(host.check_output(f'python3 -c "{script}"'))
+    return found
+
+
+def alerts(host: Any) -> list[dict[str, Any]]:
+    """The alerts Alertmanager holds now."""
+    script = (
+        "import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:9093/api/v2/alerts').read().decode())"
+    )
+    found: list[dict[str, Any]] = json.loads(host.check_output(f'python3 -c "{script}"'))
+    return found
+
+
+def firing(host: Any, event: str) -> list[dict[str, Any]]:
+    return [
+        alert
+        for alert in alerts(host)
+        if alert["labels"].get("event") == event and alert["status"]["state"] == "active"
+    ]
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_runs_and_starts_at_boot(host: Any, service: str) -> None:
     unit = host.service(service)
     assert unit.is_running
     assert unit.is_enabled
+
+
+QUEUED = 5
+"""Messages for a host out of reach (this host has no network): they wait in the queue,
+above the lab policy's queue.size threshold (3), until the alert test at the end."""
+
+
+def test_mail_for_a_host_out_of_reach_waits_in_the_queue(host: Any) -> None:
+    for number in range(QUEUED):
+        sent = host.run(
+            f"printf 'Subject: waits {number}\\n\\nqueued\\n' | "
+            "sendmail -f postmaster@example.com nobody@unreachable.test"
+        )
+        assert sent.rc == 0, sent.stderr
+    lines = host.check_output("postqueue -j").splitlines()
+    waiting = [e for e in map(json.loads, filter(None, lines)) if e["queue_name"] != "hold"]
+    assert len(waiting) >= QUEUED
 
 
 @pytest.mark.parametrize(
@@ -317,6 +405,7 @@ def as_nobody(host: Any, method: str, path: str) -> int:
         ("POST", "/pools/203.0.113.10"),
         ("POST", "/dovecot/?command=report"),
         ("POST", "/alertmanager/oncall"),
+        ("POST", "/rspamd"),
     ],
 )
 def test_a_local_user_gets_nothing_from_the_daemon(host: Any, method: str, path: str) -> None:
@@ -339,6 +428,8 @@ def test_the_operator_still_runs_every_pool_command(host: Any) -> None:
         ("/etc/postwarden/tokens/dovecot", 0o640, "root", "postwarden"),
         ("/etc/dovecot/postwarden/policy-token.conf", 0o600, "root", "root"),
         ("/etc/prometheus/postwarden-bridge.token", 0o640, "root", "prometheus"),
+        ("/etc/postwarden/tokens/rspamd", 0o640, "root", "postwarden"),
+        ("/etc/rspamd/postwarden/policyd-token", 0o640, "root", "_rspamd"),
     ],
 )
 def test_the_tokens_are_kept_from_other_users(
@@ -437,3 +528,63 @@ def test_smuggling_never_makes_a_second_message(host: Any, form: str) -> None:
     time.sleep(2)
     # whatever arrived with the second marker is the first message itself
     assert set(holding(sent["second"])) <= set(holding(sent["first"]))
+
+
+# ------------------------------------------------------------------- spam verdicts
+
+
+def test_inbound_spam_above_the_outbound_hold_score_is_delivered_not_held(host: Any) -> None:
+    sent = probe_json(host, "spam", "news@remote.test", "alice@example.com")
+    assert sent["answers"] == [[250, "queued"]]
+    message_id = sent["message_id"]
+    delivered = wait_for(lambda: mailbox_with(host, "alice@example.com", message_id))
+    assert "X-Spam: Yes" in delivered
+    # above the example's outbound hold_score (10), below rspamd's inbound reject (15)
+    assert 10 <= rspamd_score(host, message_id) < 15
+    assert held_with(host, message_id) == []
+
+
+def test_outbound_spam_is_held_recorded_and_notified(host: Any) -> None:
+    login = "bob@example.org"
+    sent = probe_json(
+        host, "spam", login, "someone@remote.test", "--login", login, PASSWORDS[login]
+    )
+    assert sent["answers"] == [[250, "queued"]]
+    (queue_id,) = wait_for(lambda: held_with(host, sent["message_id"]), timeout=30)
+    try:
+        row = wait_for(lambda: usage_row(host, queue_id), timeout=30)
+        assert (row["login"], row["spam_action"]) == (login, "quarantine")
+        assert row["decision"].startswith("HOLD spam (rspamd score ")
+        # spam.outbound -> admins: through the lab's relay, to postmaster@ (alice's)
+        notice = wait_for(
+            lambda: mailbox_with(host, "alice@example.com", f"spam.outbound: {login}", queue_id),
+            timeout=60,
+        )
+        assert "held by rspamd (action quarantine, score " in notice
+    finally:
+        host.run(f"postsuper -d {queue_id}")
+
+
+# ------------------------------------------------------------------ measured events
+#
+# Last in this file: by now the queue filled at the start has waited long enough
+
+
+def test_a_queue_above_its_threshold_raises_the_alert_and_the_notification(host: Any) -> None:
+    assert wait_for(lambda: firing(host, "queue.size"), timeout=240), alerts(host)
+    # the admins' email, sent by Alertmanager through the lab's relay
+    notice = wait_for(
+        lambda: mailbox_with(host, "alice@example.com", "PostfixQueueSizeEvent"), timeout=120
+    )
+    assert re.search(r"^Subject: \[FIRING:\d+\] PostfixQueueSizeEvent", notice, re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    ("event", "alert"),
+    [("system.memory", "MemoryUsageEvent"), ("system.disk", "DiskUsageEvent")],
+)
+def test_memory_and_disk_above_their_thresholds_raise_alerts_and_notifications(
+    host: Any, event: str, alert: str
+) -> None:
+    assert wait_for(lambda: firing(host, event), timeout=180), alerts(host)
+    assert wait_for(lambda: mailbox_with(host, "alice@example.com", alert), timeout=120)

@@ -31,7 +31,6 @@ NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
 NOT_ENFORCED_EVENTS: dict[str, str] = {
-    "queue.size": "no Postfix queue exporter is deployed yet, so this never fires",
     "password.audit_failed": "passwords are not audited yet, so this never fires",
 }
 """Event kinds that nothing raises yet."""

@@ -1,9 +1,13 @@
 """Prometheus and Alertmanager: the measured events as alert rules, routed to channels.
 
 Only the event kinds that a metric can show become Prometheus alert rules:
-``queue.size`` (Postfix exporter), ``system.memory`` and ``system.disk`` (node
-exporter). The other kinds are raised by postwarden-policyd itself and never
-pass through Prometheus.
+``queue.size``, ``system.memory`` and ``system.disk``, all from the node exporter:
+the queue through its textfile collector, which the postfix role's timer feeds
+(``postwarden_postfix_queue_messages``, counted in Postfix's spool every 30 s).
+Held mail is left out of the queue size: it waits for a moderator, not for
+delivery, and ``spam.outbound`` and ``list.post_held`` already say why it is there.
+The other kinds are raised by postwarden-policyd itself and never pass through
+Prometheus.
 
 Each measured event is a rule of its own, labelled with its ``event`` kind and
 its ``event_index`` (position in ``policy.events``), so that two events of the
@@ -39,7 +43,7 @@ RULES_FILE = "rules/postwarden.yml"
 PROMETHEUS = "127.0.0.1:9090"
 ALERTMANAGER = "127.0.0.1:9093"
 NODE_EXPORTER = "127.0.0.1:9100"
-POSTFIX_EXPORTER = "127.0.0.1:9154"
+QUEUE_METRIC = "postwarden_postfix_queue_messages"
 INTERVAL = "15s"
 BRIDGE_TOKEN = "/etc/prometheus/postwarden-bridge.token"
 
@@ -93,13 +97,13 @@ def _rule(index: int, event: MeasuredEvent) -> AlertRule:
     above = _number(event.above)
     window = f"for {event.for_}"
     if isinstance(event, QueueSizeEvent):
-        # one histogram per queue (active, deferred, hold, ...): the count is messages
+        # one series per queue (incoming, active, deferred, ...)
         return AlertRule(
             index,
             event,
             f"PostfixQueueSizeEvent{index}",
-            f"sum(postfix_showq_message_size_bytes_count) > {above}",
-            f"{{{{ $value }}}} messages in the Postfix queue (more than {above} {window})",
+            f'sum({QUEUE_METRIC}{{queue!="hold"}}) > {above}',
+            f"{{{{ $value }}}} messages waiting in the Postfix queue (more than {above} {window})",
         )
     if event.on == "system.memory":
         return AlertRule(
@@ -149,7 +153,6 @@ def prometheus_config(policy: Policy, host: HostSettings) -> dict[str, Any]:
         "scrape_configs": [
             job("prometheus", PROMETHEUS),
             job("node", NODE_EXPORTER),
-            job("postfix", POSTFIX_EXPORTER),
             job("alertmanager", ALERTMANAGER),
             job("postwarden-policyd", host.policyd_metrics_listen),
         ],
