@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from postwarden.cli import app
@@ -28,7 +29,7 @@ from postwarden.render.plan import (
 from postwarden.render.render import render
 from postwarden.render.templating import header
 from postwarden.render.tree import RenderedTree, write_tree
-from tests.conftest import EXAMPLE_INVENTORY, MINIMAL_POLICY
+from tests.conftest import EXAMPLE_INVENTORY, MINIMAL_POLICY, ROOT
 from tests.render.conftest import SOURCE
 
 runner = CliRunner()
@@ -240,6 +241,29 @@ def test_a_managed_file_no_longer_rendered_is_removed(
     assert (removed.diff, removed.secret) == ("", False)
     assert plan.summary() == f"0 to add, 0 to change, 1 to remove, {TOTAL} unchanged"
     assert "- /etc/postfix/postwarden/old_table\n" in as_text(plan)
+
+
+def test_the_files_the_roles_write_themselves_are_not_removals(
+    tree: RenderedTree, rendered_dir: Path
+) -> None:
+    """A plan against a copy of a deployed host's /etc: the sshd jail switch that the
+    fail2ban role writes (not the renderer) is neither a change nor a removal."""
+    tasks = yaml.safe_load((ROOT / "roles/postwarden_fail2ban/tasks/main.yml").read_text())
+    (written,) = [
+        task["ansible.builtin.copy"]
+        for task in tasks
+        if task.get("ansible.builtin.copy", {}).get("dest", "").endswith("postwarden-sshd.local")
+    ]
+    jail = rendered_dir / written["dest"].lstrip("/")
+    jail.parent.mkdir(parents=True, exist_ok=True)
+    jail.write_text(
+        written["content"].replace(
+            "{{ postwarden_fail2ban_auth_log.stat.exists | lower }}", "false"
+        )
+    )
+    plan = make_plan(tree, rendered_dir)
+    assert statuses(plan) == {}
+    assert plan.summary() == f"0 to add, 0 to change, 0 to remove, {TOTAL} unchanged"
 
 
 def test_a_mode_change_is_reported(tree: RenderedTree, rendered_dir: Path) -> None:
