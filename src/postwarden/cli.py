@@ -453,20 +453,28 @@ def moderation_list(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
         OutputFormat.text
     ),
+    usage_log: Annotated[
+        str, typer.Option(help="postwarden-policyd's usage log, where it records why.")
+    ] = "/var/lib/postwarden/usage.sqlite",
 ) -> None:
-    """Show held messages: queue ID, sender, recipients, subject."""
+    """Show held messages: queue ID, sender, recipients, subject, and why."""
     from dataclasses import asdict
 
     from postwarden.moderation import list_held
 
-    held = list_held()
+    held = list_held(usage_log)
     if output is OutputFormat.json:
         typer.echo(dumps([asdict(h) for h in held]))
         return
     for message in held:
+        why = (
+            f"  held: {message.reason} (for {message.held_for or '<>'})"
+            if message.reason
+            else "  held: not by postwarden (no reason recorded)"
+        )
         typer.echo(
             f"{message.queue_id}  from {message.sender or '<>'} to "
-            f"{', '.join(message.recipients)}  {message.size} bytes  {message.subject!r}"
+            f"{', '.join(message.recipients)}  {message.size} bytes  {message.subject!r}{why}"
         )
     typer.echo(f"{len(held)} held")
 

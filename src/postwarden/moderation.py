@@ -1,5 +1,9 @@
 """Held mail (list posts awaiting a moderator, throttled mail, outbound spam) in
-Postfix's hold queue: list it, release it, delete it."""
+Postfix's hold queue: list it, release it, delete it.
+
+Postfix keeps no reason with a held message; postwarden-policyd records one for each
+hold it decides or hears of from rspamd (the ``holds`` table of its usage log), and
+the list shows it with the login or sender it was held for."""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ import subprocess
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default
+
+from postwarden.policyd.usage import read_holds
+
+USAGE_LOG = "/var/lib/postwarden/usage.sqlite"
+"""postwarden-policyd's, where the deploy puts it (its settings' usage_log)."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +28,11 @@ class Held:
     size: int
     subject: str
     header_from: str
+    reason: str = ""
+    """Why: the daemon's words ("post to LIST awaits a moderator", a throttle's,
+    "spam (rspamd score S)"); empty when the daemon did not hold it."""
+    held_for: str = ""
+    """The login, or for mail without one the envelope sender, the hold concerns."""
 
 
 def parse_queue(output: str) -> list[dict[str, object]]:
@@ -40,12 +54,15 @@ def _headers(queue_id: str) -> tuple[str, str]:
     return str(headers.get("Subject", "")), str(headers.get("From", ""))
 
 
-def list_held() -> list[Held]:
+def list_held(usage_log: str = USAGE_LOG) -> list[Held]:
     queue = parse_queue(_run("postqueue", "-j").stdout.decode("utf-8", "replace"))
+    entries = held_entries(queue)
+    reasons = read_holds(usage_log, [str(entry["queue_id"]) for entry in entries])
     held = []
-    for entry in held_entries(queue):
+    for entry in entries:
         queue_id = str(entry["queue_id"])
         subject, header_from = _headers(queue_id)
+        reason, login, sender = reasons.get(queue_id, ("", "", ""))
         recipients = entry.get("recipients") or []
         assert isinstance(recipients, list)
         held.append(
@@ -57,6 +74,8 @@ def list_held() -> list[Held]:
                 int(str(entry.get("message_size", 0))),
                 subject,
                 header_from,
+                reason,
+                login or sender,
             )
         )
     return held

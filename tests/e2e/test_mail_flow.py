@@ -3,9 +3,11 @@ postwarden-policyd running on this machine, an SMTP sink standing for the Intern
 
 from __future__ import annotations
 
+import json
 import smtplib
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -318,6 +320,22 @@ def _spammy(tag: str, *, message_id: bool, link: bool) -> bytes:
     ).encode()
 
 
+def held_reason(queue_id: str, timeout: float = 10.0) -> dict[str, str]:
+    """``moderation list``'s entry for a held message, once its reason is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = subprocess.run(
+            [sys.executable, "-m", "postwarden", "moderation", "list", "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (held,) = [h for h in json.loads(listed.stdout) if h["queue_id"] == queue_id]
+        if held["reason"] or time.monotonic() > deadline:
+            return {key: str(value) for key, value in held.items()}
+        time.sleep(0.3)
+
+
 def _send_raw(mailhost: MailHost, raw: bytes) -> None:
     import ssl
 
@@ -346,6 +364,10 @@ def test_outbound_spam_above_the_hold_score_is_held(mailhost: MailHost, webhook:
         assert row["spam_action"] == "quarantine"
         assert float(str(row["spam_score"])) >= 5  # the e2e policy's hold_score
         assert str(row["decision"]).startswith("HOLD spam (rspamd score ")
+        # moderation says why: the daemon heard it from rspamd
+        held = held_reason(queue_id)
+        assert held["reason"].startswith("spam (rspamd score ")
+        assert held["held_for"] == "alice@example.com"
     finally:
         for queue_id in held_containing(mailhost, tag):
             subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)

@@ -90,6 +90,11 @@ def test_a_burst_of_same_sized_mail_is_held_and_notified(
     try:
         assert held_containing(mailhost, f"{tag}-29"), "the 30th message is not on hold"
         assert not held_containing(mailhost, f"{tag}-28")
+        # moderation says why, and for whom
+        (queue_id,) = held_containing(mailhost, f"{tag}-29")
+        held = moderation_list(queue_id)
+        assert held["reason"].startswith("looks like bulk mail from an account: 30 messages")
+        assert held["held_for"] == login
     finally:
         for queue_id in held_containing(mailhost, tag):
             subprocess.run(["postsuper", "-d", queue_id], check=False, capture_output=True)
@@ -156,17 +161,34 @@ def test_a_password_guesser_is_banned_on_every_host(mailhost: MailHost, webhook:
     assert _login_from("127.0.0.31", PASSWORDS["alice@example.com"]) == 235
 
 
+def moderation_list(queue_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The entry of ``moderation list`` for a held message, once its reason is in
+    (the daemon writes it with its next batch, within a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = postwarden("moderation", "list", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        held = {entry["queue_id"]: entry for entry in json.loads(listed.stdout)}
+        entry: dict[str, Any] = held[queue_id]
+        if entry["reason"] or time.monotonic() > deadline:
+            return entry
+        time.sleep(0.3)
+
+
 def test_a_held_list_post_is_released_by_a_moderator(mailhost: MailHost, webhook: Webhook) -> None:
     tag = marker()
     mailhost.submit("bob@example.org", message("bob@example.org", "all-staff@example.com", tag))
     (queue_id,) = held_containing(mailhost, tag)
     webhook.wait_for(lambda b: b["event"] == "list.post_held")
 
-    listed = postwarden("moderation", "list", "--format", "json")
-    assert listed.returncode == 0, listed.stderr
-    held = {entry["queue_id"]: entry for entry in json.loads(listed.stdout)}
-    assert held[queue_id]["sender"] == "bob@example.org"
-    assert held[queue_id]["subject"] == tag
+    held = moderation_list(queue_id)
+    assert held["sender"] == "bob@example.org"
+    assert held["subject"] == tag
+    # why, and for whom: the daemon's words when it held the post at RCPT
+    assert held["reason"] == "post to all-staff@example.com awaits a moderator"
+    assert held["held_for"] == "bob@example.org"
+    text = postwarden("moderation", "list").stdout
+    assert "held: post to all-staff@example.com awaits a moderator (for bob@example.org)" in text
 
     released = postwarden("moderation", "release", queue_id)
     assert released.returncode == 0, released.stderr

@@ -20,7 +20,7 @@ from postwarden.policy.load import PolicyInvalid
 from postwarden.policyd.admin import AdminServer
 from postwarden.policyd.decide import Event, UsageRow, sender_identity
 from postwarden.policyd.dnsbl import BlocklistWatch, make_resolver
-from postwarden.policyd.engine import Engine
+from postwarden.policyd.engine import Engine, Hold
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.pools import PoolRuntime
@@ -153,6 +153,7 @@ class Daemon:
         )
         engine.on_event = daemon.on_event
         engine.on_usage = daemon.on_usage
+        engine.on_hold = daemon.on_hold
         return daemon
 
     def on_event(self, event: Event) -> None:
@@ -164,6 +165,9 @@ class Daemon:
 
     def on_usage(self, row: UsageRow) -> None:
         self.usage.add(row)
+
+    def on_hold(self, hold: Hold) -> None:
+        self.usage.add_hold(hold.queue_id, hold.reason, hold.login, hold.sender)
 
     def on_spam(self, verdict: SpamVerdict) -> None:
         """rspamd's verdict on an outbound message: the event, the metric, and the
@@ -180,6 +184,13 @@ class Daemon:
             "HOLD": f"HOLD spam (rspamd score {verdict.score:.2f})",
         }.get(verdict.outcome)
         self.usage.mark_spam(verdict.queue_id, decision, verdict.action, verdict.score)
+        if verdict.outcome == "HOLD" and verdict.queue_id:
+            self.usage.add_hold(
+                verdict.queue_id,
+                f"spam (rspamd score {verdict.score:.2f})",
+                verdict.login,
+                verdict.sender,
+            )
         self.on_event(Event("spam.outbound", subject, verdict.describe()))
 
     async def decide(self, request: dict[str, str]) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from postwarden.policyd.decide import Decision, Event, UsageRow, Verdict, decide, decide_auth
 from postwarden.policyd.stores import Store, StoreUnavailable
@@ -17,6 +19,17 @@ log = logging.getLogger("postwarden.policyd")
 STORE_DOWN_CLOSED = "DEFER 4.3.0 the policy service cannot reach its counters; try again later"
 STORE_DOWN_LOG_EVERY = 60.0
 """While the store is down, at most one log line this often (every decision fails)."""
+HELD_AT_RCPT_KEPT = 10_000
+"""Transactions whose RCPT was held and whose END-OF-MESSAGE has not come yet."""
+
+
+class Hold(NamedTuple):
+    """Why a message went to the hold queue, for `postwarden moderation list`."""
+
+    queue_id: str
+    reason: str
+    login: str
+    sender: str
 
 
 @dataclass
@@ -26,15 +39,23 @@ class Engine:
     fail_mode: str = "closed"
     on_event: Callable[[Event], None] = lambda event: None
     on_usage: Callable[[UsageRow], None] = lambda row: None
+    on_hold: Callable[[Hold], None] = lambda hold: None
     store_errors: int = field(default=0)
     clock: Callable[[], float] = time.monotonic
     _down_since: float | None = field(default=None, init=False, repr=False)
     _down_logged_at: float = field(default=0.0, init=False, repr=False)
     _down_unlogged: int = field(default=0, init=False, repr=False)
     _down_failures: int = field(default=0, init=False, repr=False)
+    _held_at_rcpt: OrderedDict[str, str] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    """Postfix's transaction ``instance`` -> the HOLD reason given at RCPT: the queue ID
+    is often not assigned yet then, and comes with END-OF-MESSAGE."""
 
     async def decide(self, request: dict[str, str]) -> str:
-        return await self.run(decide(request, self.view))
+        action = await self.run(decide(request, self.view))
+        self._note_hold(request, action)
+        return action
 
     async def decide_auth(self, command: str, request: dict[str, object]) -> str:
         return await self.run(decide_auth(command, request, self.view))
@@ -51,7 +72,35 @@ class Engine:
             while True:
                 ops = decision.send(run_now(ops))
         except StopIteration as stop:
-            return self._finish(stop.value)
+            action = self._finish(stop.value)
+        self._note_hold(request, action)
+        return action
+
+    def _note_hold(self, request: dict[str, str], action: str) -> None:
+        """Remember why a transaction was held, and say so once its queue ID is known."""
+        state = request.get("protocol_state", "")
+        instance = request.get("instance", "")
+        if state == "RCPT":
+            if action.startswith("HOLD") and instance:
+                self._held_at_rcpt[instance] = action
+                if len(self._held_at_rcpt) > HELD_AT_RCPT_KEPT:
+                    self._held_at_rcpt.popitem(last=False)
+            return
+        if state != "END-OF-MESSAGE":
+            return
+        at_rcpt = self._held_at_rcpt.pop(instance, None) if self._held_at_rcpt else None
+        reason = action if action.startswith("HOLD") else at_rcpt
+        queue_id = request.get("queue_id", "")
+        if reason is None or not queue_id:
+            return
+        self.on_hold(
+            Hold(
+                queue_id,
+                reason.removeprefix("HOLD").strip(),
+                request.get("sasl_username", "").lower(),
+                request.get("sender", "").lower(),
+            )
+        )
 
     async def run(self, decision: Decision) -> str:
         try:

@@ -42,6 +42,14 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
 DROP INDEX IF EXISTS usage_login;
+CREATE TABLE IF NOT EXISTS holds (
+    time REAL NOT NULL,
+    queue_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    login TEXT NOT NULL,
+    sender TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS holds_queue_id ON holds (queue_id);
 """
 ADDED_COLUMNS = {
     "queue_id": "TEXT NOT NULL DEFAULT ''",
@@ -68,6 +76,7 @@ class UsageLog:
         self.retention = retention
         self.clock = clock
         self._pending: list[tuple[object, ...]] = []
+        self._pending_holds: list[tuple[object, ...]] = []
         self._purged = 0.0
         self._purge_before: float | None = None
         """While a purge is under way: rows older than this are still to go."""
@@ -93,6 +102,10 @@ class UsageLog:
                 None,
             )
         )
+
+    def add_hold(self, queue_id: str, reason: str, login: str, sender: str) -> None:
+        """Why message ``queue_id`` went to the hold queue (few: written with the rows)."""
+        self._pending_holds.append((self.clock(), queue_id, reason, login, sender))
 
     def mark_spam(self, queue_id: str, decision: str | None, action: str, score: float) -> bool:
         """Record rspamd's verdict on the row of message ``queue_id``; ``decision``
@@ -135,7 +148,11 @@ class UsageLog:
             rows, self._pending = self._pending, []
         else:
             rows, self._pending = self._pending[:limit], self._pending[limit:]
+        holds, self._pending_holds = self._pending_holds, []
         try:
+            if holds:
+                with self.db:
+                    self.db.executemany("INSERT INTO holds VALUES (?, ?, ?, ?, ?)", holds)
             if rows:
                 with self.db:
                     self.db.execute("BEGIN")
@@ -164,7 +181,35 @@ class UsageLog:
         ).rowcount
         if deleted < PURGE_SLICE:
             self._purge_before = None
+            # few: a hold is rare, and most are decided within days
+            self.db.execute("DELETE FROM holds WHERE time < ?", (before,))
 
     def close(self) -> None:
         self.flush()
         self.db.close()
+
+
+def read_holds(path: str, queue_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Why each of these messages is held: queue ID -> (reason, login, sender), the
+    latest word on each. For `postwarden moderation list`, which runs beside the
+    daemon; an absent or unreadable log gives nothing rather than an error."""
+    if not queue_ids:
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    except sqlite3.Error:
+        return {}
+    found: dict[str, tuple[str, str, str]] = {}
+    try:
+        marks = ",".join("?" * len(queue_ids))
+        for queue_id, reason, login, sender in db.execute(
+            f"SELECT queue_id, reason, login, sender FROM holds WHERE queue_id IN ({marks}) "
+            "ORDER BY time",
+            queue_ids,
+        ):
+            found[queue_id] = (reason, login, sender)
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    return found
