@@ -189,6 +189,9 @@ def test_a_held_list_post_is_released_by_a_moderator(mailhost: MailHost, webhook
     assert held["held_for"] == "bob@example.org"
     text = postwarden("moderation", "list").stdout
     assert "held: post to all-staff@example.com awaits a moderator (for bob@example.org)" in text
+    # the list's own moderator is told (notify_moderators), through the relay
+    notice = mailhost.wait_for_sink("list.post_held: all-staff@example.com")
+    assert sink_header(notice, "X-Rcpt-Args") == "<alice@example.com>"
 
     released = postwarden("moderation", "release", queue_id)
     assert released.returncode == 0, released.stderr

@@ -4,6 +4,7 @@ is a DeliveryFailed, never a crash of the sender."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
@@ -28,6 +29,8 @@ import pytest
 from postwarden.policy.load import PolicyInvalid, load_policy
 from postwarden.policy.models import Policy
 from postwarden.policy.models.server import NotificationRelay
+from postwarden.policyd.decide import Event
+from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver, post_json, send_email
 
 WritePolicy = Callable[..., Path]
@@ -509,3 +512,56 @@ events:
     assert chat.body == NOTE.as_json()
     assert chat.headers["X-Token"] == "s3cret-hook"
     assert chat.headers["X-Id"] == "7"
+
+
+# ------------------------------------------------------------ a list's moderators
+
+MODERATED = """\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+  notification_relay: {{host: 127.0.0.1, port: {port}, starttls: false}}
+domains:
+  example.com: {{}}
+users:
+  alice@example.com: {{}}
+  bob@example.com: {{}}
+  carol@example.com: {{}}
+lists:
+  staff@example.com:
+    members: [alice@example.com, bob@example.com]
+    moderators: [alice@example.com, carol@example.com]
+    posting: moderators
+  open@example.com: {{members: [bob@example.com], posting: anyone}}
+events:
+  - {{on: list.post_held, notify_moderators: true}}
+"""
+
+
+async def test_a_held_list_post_is_mailed_to_that_lists_moderators(
+    write_policy: WritePolicy, sink: Sink
+) -> None:
+    policy = load_policy(write_policy(MODERATED.format(port=sink.port))).policy
+    results: list[tuple[str, str]] = []
+    dispatcher = EventDispatcher(
+        policy,
+        "mx1",
+        backoff=0.01,
+        on_sent=lambda channel, result: results.append((channel, result)),
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        dispatcher.raise_event(
+            Event("list.post_held", "staff@example.com", "post from bob@example.com held")
+        )
+        # a list without moderators has nobody to tell
+        dispatcher.raise_event(Event("list.post_held", "open@example.com", "post held"))
+        await dispatcher.drain(10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert results == [("moderators of staff@example.com", "sent")]
+    (message,) = sink.messages()
+    assert message.get_all("X-Rcpt-Args") == ["<alice@example.com>", "<carol@example.com>"]
+    assert message["Subject"] == "[postwarden mx1] list.post_held: staff@example.com"
+    assert "post from bob@example.com held" in message.get_content()

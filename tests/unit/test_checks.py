@@ -195,3 +195,42 @@ def test_plain_password_in_hashes_is_an_error(write_policy: WritePolicy) -> None
 )
 def test_hash_schemes(value: str, scheme: str | None) -> None:
     assert hash_scheme_of(value) == scheme
+
+
+LIST = (
+    "users:\n  a@example.com: {}\n"
+    "lists:\n  l@example.com: {members: [a@example.com], moderators: [a@example.com]}\n"
+)
+
+
+def test_a_list_post_held_event_may_tell_only_the_moderators(write_policy: WritePolicy) -> None:
+    relay = "  notification_relay: {host: relay.example.net}\n"
+    path = write_policy(
+        MINIMAL_POLICY.replace("server:\n", "server:\n" + relay)
+        + LIST
+        + "events:\n  - {on: list.post_held, notify_moderators: true}\n"
+    )
+    (event,) = load_policy(path).policy.events
+    assert event.notify == []
+
+
+def test_a_list_post_held_event_must_tell_someone(write_policy: WritePolicy) -> None:
+    errors = _errors(write_policy, LIST + "events:\n  - {on: list.post_held}\n")
+    assert errors == ["events[0]: list.post_held notifies nobody"]
+
+
+def test_only_list_post_held_has_moderators_to_tell(write_policy: WritePolicy) -> None:
+    extra = (
+        "notifications:\n  chat: {webhook: {url: 'https://chat.example.net/h'}}\n"
+        "events:\n  - {on: throttle.hit, notify: [chat], notify_moderators: true}\n"
+    )
+    (error,) = _errors(write_policy, extra)
+    assert error == "events[0].notify_moderators: unknown key 'notify_moderators'"
+
+
+def test_moderators_are_told_through_the_relay(write_policy: WritePolicy) -> None:
+    extra = LIST + "events:\n  - {on: list.post_held, notify_moderators: true}\n"
+    assert _errors(write_policy, extra) == [
+        "events[0].notify_moderators: moderators are told by email, "
+        "which needs server.notification_relay"
+    ]

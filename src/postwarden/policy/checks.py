@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from postwarden.policy.enforcement import not_enforced
 from postwarden.policy.models import Policy
-from postwarden.policy.models.events import LargeMessageEvent
+from postwarden.policy.models.events import LargeMessageEvent, ListPostHeldEvent
 from postwarden.policy.models.lists import MailingList
 from postwarden.policy.problems import Finding
 from postwarden.policy.secrets import PASSWORD_HASHES, Secrets
@@ -413,6 +413,14 @@ def email_needs_relay(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             yield Finding(
                 ("notifications", name, "email"),
                 "email notifications need server.notification_relay",
+                "alerts must not wait in the queue of the server they are about",
+            )
+            return
+    for index, event in enumerate(policy.events):
+        if isinstance(event, ListPostHeldEvent) and event.notify_moderators:
+            yield Finding(
+                ("events", index, "notify_moderators"),
+                "moderators are told by email, which needs server.notification_relay",
                 "alerts must not wait in the queue of the server they are about",
             )
             return

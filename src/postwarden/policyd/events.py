@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from postwarden.policy.models import Policy
-from postwarden.policy.models.events import LargeMessageEvent
+from postwarden.policy.models.events import LargeMessageEvent, ListPostHeldEvent
+from postwarden.policy.models.notifications import Channel
 from postwarden.policyd.decide import Event
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver
 
@@ -26,6 +27,8 @@ ATTEMPT_DEADLINE = 15.0
 """Seconds for one attempt as a whole: the senders' socket timeout is per read, so a
 peer that drips a byte at a time would otherwise hold an attempt for minutes."""
 PRUNE_EVERY = 60.0
+MODERATORS = "moderators of "
+"""The channel that emails a list's own moderators: this, then the list's address."""
 
 
 def in_daemon_thread(call: Callable[[], None]) -> tuple[threading.Thread, asyncio.Future[None]]:
@@ -119,7 +122,10 @@ class EventDispatcher:
             until = self._until.get((key, event.subject))
             if until is not None and now < until:
                 continue
-            queued = [self.queue(channel, note) for channel in configured.notify]
+            channels = list(configured.notify)
+            if isinstance(configured, ListPostHeldEvent) and configured.notify_moderators:
+                channels.append(MODERATORS + event.subject)
+            queued = [self.queue(channel, note) for channel in channels]
             if any(queued):  # a dropped notification does not start the cooldown
                 self._until[(key, event.subject)] = now + configured.cooldown
 
@@ -174,8 +180,17 @@ class EventDispatcher:
                 if self._pending == 0:
                     self._idle.set()
 
+    def _channel(self, name: str) -> Channel | None:
+        """A configured channel; or, for a held list post, email to the list's moderators."""
+        if not name.startswith(MODERATORS):
+            return self.policy.notifications.get(name)
+        mailing_list = self.policy.lists.get(name.removeprefix(MODERATORS))
+        if mailing_list is None or not mailing_list.moderators:
+            return None
+        return Channel(email=list(mailing_list.moderators))
+
     async def _deliver(self, name: str, note: Notification) -> None:
-        channel = self.policy.notifications.get(name)
+        channel = self._channel(name)
         if channel is None:
             return
         relay = self.policy.server.notification_relay

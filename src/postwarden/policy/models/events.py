@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from postwarden.policy.models.base import PolicyModel
-from postwarden.policy.units import ByteSize, Duration, Name, Percent, Seconds, Size
+from postwarden.policy.units import ByteSize, Duration, Name, Percent, Seconds, Size, invalid
 
 DEFAULT_COOLDOWN = Seconds(15 * 60)
 DEFAULT_FOR = Seconds(5 * 60)
@@ -34,11 +34,27 @@ class SimpleEvent(_Event):
         "abuse.auth_failures",
         "throttle.hit",
         "spam.outbound",
-        "list.post_held",
         "ip.blacklisted",
         "password.audit_failed",
         "system.store",
     ]
+
+
+class ListPostHeldEvent(_Event):
+    on: Literal["list.post_held"]
+    notify: list[Name] = Field(default_factory=list)
+    notify_moderators: bool = False
+    """Email the held list's own moderators too (through server.notification_relay)."""
+
+    @model_validator(mode="after")
+    def _someone_is_told(self) -> ListPostHeldEvent:
+        if not self.notify and not self.notify_moderators:
+            raise invalid(
+                "event",
+                "list.post_held notifies nobody",
+                "name channels in notify:, or set notify_moderators: true",
+            )
+        return self
 
 
 class LargeMessageEvent(_Event):
@@ -62,12 +78,15 @@ class SystemUsageEvent(_Event):
 
 
 Event = Annotated[
-    SimpleEvent | LargeMessageEvent | QueueSizeEvent | SystemUsageEvent,
+    SimpleEvent | ListPostHeldEvent | LargeMessageEvent | QueueSizeEvent | SystemUsageEvent,
     Field(discriminator="on"),
 ]
 
+_SIMPLE: tuple[str, ...] = SimpleEvent.model_fields["on"].annotation.__args__  # type: ignore[union-attr]
 EVENT_KINDS: tuple[str, ...] = (
-    *SimpleEvent.model_fields["on"].annotation.__args__,  # type: ignore[union-attr]
+    *_SIMPLE[: _SIMPLE.index("spam.outbound") + 1],
+    "list.post_held",
+    *_SIMPLE[_SIMPLE.index("spam.outbound") + 1 :],
     "message.large",
     "queue.size",
     "system.memory",
