@@ -260,3 +260,51 @@ def test_a_certificate_without_its_key_gets_no_new_key(host: Any, tmp_path: Path
     assert result.returncode != 0
     assert "missing.key does not" in said(result)
     assert not host.file("/etc/ssl/postwarden/missing.key").exists
+
+
+LAB_KEYS = "/tmp/postwarden-dkim-lab"
+
+
+def test_a_new_dkim_key_shows_the_record_to_publish_once(host: Any, tmp_path: Path) -> None:
+    """The role's DKIM step on its own, for a domain of the lab's: the first run makes
+    the key and shows its DNS record; the next finds the key and shows nothing."""
+    play = [
+        {
+            "name": "Make a lab DKIM key",
+            "hosts": HOST,
+            "gather_facts": False,
+            "tasks": [
+                {
+                    "name": "Make the key",
+                    "ansible.builtin.include_role": {
+                        "name": "postwarden_rspamd",
+                        "tasks_from": "dkim",
+                    },
+                    "vars": {
+                        "postwarden_rspamd_dkim_key_dir": LAB_KEYS,
+                        "postwarden_rspamd_dkim_keys": [
+                            {
+                                "domain": "lab.example.net",
+                                "selector": "t1",
+                                "path": f"{LAB_KEYS}/lab.example.net.t1.key",
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    ]
+    (tmp_path / "dkim.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    hosts = inventory(tmp_path, DEPLOYED)
+    try:
+        first = playbook(hosts, playbook_file=tmp_path / "dkim.yml")
+        assert first.returncode == 0, said(first)[-3000:]
+        assert "Publish in the DNS of lab.example.net: t1._domainkey IN TXT" in said(first)
+        assert "v=DKIM1; k=rsa;" in said(first)
+        kept = host.file(f"{LAB_KEYS}/lab.example.net.t1.key.dns").content_string
+        assert "v=DKIM1; k=rsa;" in kept
+        again = playbook(hosts, playbook_file=tmp_path / "dkim.yml")
+        assert again.returncode == 0, said(again)[-3000:]
+        assert "Publish in the DNS of" not in said(again)
+    finally:
+        host.run(f"rm -rf {LAB_KEYS}")
