@@ -508,6 +508,66 @@ def moderation_delete(queue_ids: QueueIds) -> None:
     typer.echo(f"deleted {len(queue_ids)}")
 
 
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command("report")
+def report_command(
+    kinds: Annotated[
+        list[str],
+        typer.Argument(
+            help="smtp_out_usage, outgoing_spam.", metavar="KIND...", show_default=False
+        ),
+    ],
+    since: Annotated[str, typer.Option(help="The period: the last 7d, 24h, ...")] = "7d",
+    output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
+        ReportFormat.table
+    ),
+    usage_log: Annotated[
+        str, typer.Option(help="postwarden-policyd's usage log.")
+    ] = "/var/lib/postwarden/usage.sqlite",
+    to_file: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
+    ] = None,
+) -> None:
+    """Outbound usage and outgoing spam from the usage log, for a period."""
+    import time
+
+    from postwarden.policy.units import parse_duration
+    from postwarden.reports.builders import BUILDERS, BUILT
+    from postwarden.reports.output import as_csv, as_json, as_text
+    from postwarden.reports.usage import UsageLogUnreadable, read_sent
+
+    unknown = [kind for kind in kinds if kind not in BUILT]
+    if unknown:
+        typer.echo(
+            f"error: cannot make {', '.join(unknown)}: this version makes {', '.join(BUILT)}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    try:
+        period = parse_duration(since)
+    except ValueError as error:
+        typer.echo(f"error: --since: {_message(error)}", err=True)
+        raise typer.Exit(1) from None
+    end = time.time()
+    try:
+        rows = read_sent(usage_log, end - period, end)
+    except UsageLogUnreadable as error:
+        typer.echo(f"error: cannot read the usage log: {error}", err=True)
+        raise typer.Exit(1) from None
+    tables = [table for kind in dict.fromkeys(kinds) for table in BUILDERS[kind](rows)]
+    render = {ReportFormat.table: as_text, ReportFormat.csv: as_csv, ReportFormat.json: as_json}
+    text = render[output](tables)
+    if to_file is None:
+        typer.echo(text, nl=not text.endswith("\n"))
+    else:
+        to_file.write_text(text if text.endswith("\n") else text + "\n")
+
+
 @app.command()
 def schema(
     output: Annotated[

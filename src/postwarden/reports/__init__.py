@@ -1,0 +1,1 @@
+"""Reports an administrator reads, made from postwarden-policyd's usage log."""
