@@ -307,6 +307,10 @@ AdminOpt = Annotated[
     str | None,
     typer.Option("--admin", help="postwarden-policyd's HTTP address [default: from its settings]."),
 ]
+UsageLogOpt = Annotated[
+    str | None,
+    typer.Option(help="postwarden-policyd's usage log [default: from its settings]."),
+]
 
 
 def _daemon_settings() -> PolicydSettings:
@@ -453,16 +457,14 @@ def moderation_list(
     output: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
         OutputFormat.text
     ),
-    usage_log: Annotated[
-        str, typer.Option(help="postwarden-policyd's usage log, where it records why.")
-    ] = "/var/lib/postwarden/usage.sqlite",
+    usage_log: UsageLogOpt = None,
 ) -> None:
     """Show held messages: queue ID, sender, recipients, subject, and why."""
     from dataclasses import asdict
 
     from postwarden.moderation import list_held
 
-    held = list_held(usage_log)
+    held = list_held(usage_log or _daemon_settings().usage_log)
     if output is OutputFormat.json:
         typer.echo(dumps([asdict(h) for h in held]))
         return
@@ -526,9 +528,7 @@ def report_command(
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
         ReportFormat.table
     ),
-    usage_log: Annotated[
-        str, typer.Option(help="postwarden-policyd's usage log.")
-    ] = "/var/lib/postwarden/usage.sqlite",
+    usage_log: UsageLogOpt = None,
     to_file: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
     ] = None,
@@ -555,7 +555,7 @@ def report_command(
         raise typer.Exit(1) from None
     end = time.time()
     try:
-        rows = read_sent(usage_log, end - period, end)
+        rows = read_sent(usage_log or _daemon_settings().usage_log, end - period, end)
     except UsageLogUnreadable as error:
         typer.echo(f"error: cannot read the usage log: {error}", err=True)
         raise typer.Exit(1) from None

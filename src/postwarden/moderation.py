@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import default
 
-from postwarden.policyd.usage import read_holds
-
-USAGE_LOG = "/var/lib/postwarden/usage.sqlite"
-"""postwarden-policyd's, where the deploy puts it (its settings' usage_log)."""
+from postwarden.reports.usage import read_holds
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ def _headers(queue_id: str) -> tuple[str, str]:
     return str(headers.get("Subject", "")), str(headers.get("From", ""))
 
 
-def list_held(usage_log: str = USAGE_LOG) -> list[Held]:
+def list_held(usage_log: str) -> list[Held]:
     queue = parse_queue(_run("postqueue", "-j").stdout.decode("utf-8", "replace"))
     entries = held_entries(queue)
     reasons = read_holds(usage_log, [str(entry["queue_id"]) for entry in entries])

@@ -13,8 +13,9 @@ from postwarden.policy.load import load_policy
 from postwarden.policyd import engine as engine_module
 from postwarden.policyd.engine import Engine, Hold
 from postwarden.policyd.stores import LocalStore
-from postwarden.policyd.usage import UsageLog, read_holds
+from postwarden.policyd.usage import UsageLog
 from postwarden.policyd.view import compile_view
+from postwarden.reports.usage import read_holds
 
 WritePolicy = Callable[..., Path]
 

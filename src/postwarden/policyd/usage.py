@@ -187,29 +187,3 @@ class UsageLog:
     def close(self) -> None:
         self.flush()
         self.db.close()
-
-
-def read_holds(path: str, queue_ids: list[str]) -> dict[str, tuple[str, str, str]]:
-    """Why each of these messages is held: queue ID -> (reason, login, sender), the
-    latest word on each. For `postwarden moderation list`, which runs beside the
-    daemon; an absent or unreadable log gives nothing rather than an error."""
-    if not queue_ids:
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-    except sqlite3.Error:
-        return {}
-    found: dict[str, tuple[str, str, str]] = {}
-    try:
-        marks = ",".join("?" * len(queue_ids))
-        for queue_id, reason, login, sender in db.execute(
-            f"SELECT queue_id, reason, login, sender FROM holds WHERE queue_id IN ({marks}) "
-            "ORDER BY time",
-            queue_ids,
-        ):
-            found[queue_id] = (reason, login, sender)
-    except sqlite3.Error:
-        return {}
-    finally:
-        db.close()
-    return found

@@ -1,4 +1,5 @@
-"""Reading postwarden-policyd's usage log for a period: no I/O beyond the query."""
+"""Reading postwarden-policyd's usage log, read-only, beside the daemon that writes it:
+the messages of a period (reports), and why messages are held (moderation)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,16 @@ class Sent:
     spam_score: float | None
 
 
-def read_sent(path: str, start: float, end: float) -> list[Sent]:
-    """The rows of [start, end), through the log's time index; read-only."""
+def _open(path: str) -> sqlite3.Connection:
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
     except sqlite3.Error as error:
         raise UsageLogUnreadable(f"{path}: {error}") from None
+
+
+def read_sent(path: str, start: float, end: float) -> list[Sent]:
+    """The rows of [start, end), through the log's time index."""
+    db = _open(path)
     try:
         rows = db.execute(
             "SELECT time, login, sender, recipients, size, decision, spam_action, spam_score "
@@ -41,3 +46,29 @@ def read_sent(path: str, start: float, end: float) -> list[Sent]:
     finally:
         db.close()
     return [Sent(*row) for row in rows]
+
+
+def read_holds(path: str, queue_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Why each of these messages is held: queue ID -> (reason, login, sender), the
+    latest word on each. An absent or unreadable log gives nothing rather than an
+    error: the held messages are listed all the same."""
+    if not queue_ids:
+        return {}
+    found: dict[str, tuple[str, str, str]] = {}
+    try:
+        db = _open(path)
+    except UsageLogUnreadable:
+        return {}
+    try:
+        marks = ",".join("?" * len(queue_ids))
+        for queue_id, reason, login, sender in db.execute(
+            f"SELECT queue_id, reason, login, sender FROM holds WHERE queue_id IN ({marks}) "
+            "ORDER BY time",
+            queue_ids,
+        ):
+            found[queue_id] = (reason, login, sender)
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    return found
