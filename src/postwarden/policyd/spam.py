@@ -6,8 +6,8 @@ request: Postfix asks the policy service before the milter's verdict. So the usa
 row written then says the message passed; a verdict that rejects or holds it arrives
 a moment later, names the queue ID, and corrects that row (usage.py).
 
-Only mail one of the outbound rules of rspamd's settings matched is posted (a login,
-or mynetworks): render/rspamd.py. No I/O here.
+Only outbound mail is posted: a login's, or a mynetworks client's (the rule decides
+that itself). No I/O here.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SpamVerdict:
 
 def _text(value: object, limit: int = 320) -> str:
     """One short line: whatever a field holds, it cannot break a log line."""
-    if not isinstance(value, str) or value == "unknown":
+    if not isinstance(value, str):
         return ""
     return "".join(c for c in value[:limit] if c.isprintable())
 
@@ -66,8 +66,6 @@ def parse_verdict(body: dict[str, object]) -> SpamVerdict | None:
     if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
         return None
     recipients = body.get("rcpt")
-    if isinstance(recipients, list):
-        recipients = len(recipients)
     return SpamVerdict(
         action=action,
         score=float(score),

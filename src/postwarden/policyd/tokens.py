@@ -12,16 +12,13 @@ directory readable by root and the daemon's group only:
 - ``rspamd``: rspamd's verdicts on outbound mail (our rule in rspamd reads it from a
   file only its group may read).
 
-A caller sends ``Authorization: Bearer TOKEN`` (or HTTP basic authentication with
-the token as the password, for clients that can send nothing else). Prometheus'
-``/metrics`` needs no token. A scope whose file is missing accepts the admin token
-only; with no files at all, nothing but the metrics answers.
+A caller sends ``Authorization: Bearer TOKEN``. Prometheus' ``/metrics`` needs no
+token. A scope whose file is missing accepts the admin token only; with no files at
+all, nothing but the metrics answers.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -57,27 +54,11 @@ class Tokens:
 
     def allows(self, authorization: str | None, scope: str) -> bool:
         """Whether the header carries the token of ``scope``, or the admin's."""
-        given = _token(authorization)
-        if given is None:
+        if not authorization or not authorization.startswith("Bearer "):
             return False
+        given = authorization.removeprefix("Bearer ").strip().encode()
         return any(
             hmac.compare_digest(given, self.by_scope[name].encode())
             for name in dict.fromkeys((scope, "admin"))
             if name in self.by_scope
         )
-
-
-def _token(authorization: str | None) -> bytes | None:
-    """The token a header carries: a bearer token, or basic authentication's password."""
-    if not authorization:
-        return None
-    kind, _, value = authorization.partition(" ")
-    if kind == "Bearer":
-        return value.strip().encode()
-    if kind == "Basic":
-        try:
-            decoded = base64.b64decode(value.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return None
-        return decoded.partition(b":")[2]
-    return None
