@@ -260,11 +260,11 @@ _NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_RE = re.compile(_LABEL)
 _PHONE_RE = re.compile(r"\+[1-9][0-9]{6,14}")
 _LOCAL_PART_SYNTAX = {"|": "a command to run", "/": "a file to write", "#": "a comment"}
+"""Characters RFC 5322 allows to start a local part but that aliases(5) and every
+lookup table read as syntax: a list member "|cmd@x" would be a command."""
 _SYNTAX_IN_LOCAL_PART = frozenset("!#$%&*/?^`{|}~")
 """Characters RFC 5322 allows in a local part that some target reads as syntax: a
 mailbox's home is .../%Ld/%Ln, Dovecot expands %, Alertmanager's to: is a template."""
-"""Characters RFC 5322 allows to start a local part but that aliases(5) and every
-lookup table read as syntax: a list member "|cmd@x" would be a command."""
 _PATH_RE = re.compile(r"/[A-Za-z0-9._@+/-]*")
 _URL_UNSAFE = re.compile(r"[\s\"<>\\^`{|}]")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

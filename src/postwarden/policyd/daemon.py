@@ -175,7 +175,6 @@ class Daemon:
         self.metrics.outbound_spam.labels(verdict.action).inc()
         subject = (
             sender_identity(verdict.login, verdict.sender, verdict.client, self.engine.view)
-            or verdict.login
             or verdict.sender
             or verdict.client
         )

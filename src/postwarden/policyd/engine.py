@@ -78,18 +78,19 @@ class Engine:
 
     def _note_hold(self, request: dict[str, str], action: str) -> None:
         """Remember why a transaction was held, and say so once its queue ID is known."""
+        held = action.startswith("HOLD")
         state = request.get("protocol_state", "")
-        instance = request.get("instance", "")
         if state == "RCPT":
-            if action.startswith("HOLD") and instance:
+            instance = request.get("instance", "") if held else ""
+            if instance:
                 self._held_at_rcpt[instance] = action
                 if len(self._held_at_rcpt) > HELD_AT_RCPT_KEPT:
                     self._held_at_rcpt.popitem(last=False)
             return
-        if state != "END-OF-MESSAGE":
+        if state != "END-OF-MESSAGE" or not (held or self._held_at_rcpt):
             return
-        at_rcpt = self._held_at_rcpt.pop(instance, None) if self._held_at_rcpt else None
-        reason = action if action.startswith("HOLD") else at_rcpt
+        at_rcpt = self._held_at_rcpt.pop(request.get("instance", ""), None)
+        reason = action if held else at_rcpt
         queue_id = request.get("queue_id", "")
         if reason is None or not queue_id:
             return

@@ -88,6 +88,7 @@ def render_rspamd(
     policy: Policy, secrets: Secrets, host: HostSettings, source: str
 ) -> list[RenderedFile]:
     selectors = dkim_selectors(policy)
+    networks = sign_networks(host)
     files = [
         RenderedFile(
             f"{LOCAL_D}/actions.conf",
@@ -105,7 +106,7 @@ def render_rspamd(
                 "rspamd/settings.conf.j2",
                 source,
                 actions=outbound_actions(policy),
-                networks=sign_networks(host),
+                networks=networks,
             ),
             "rspamd",
         ),
@@ -117,7 +118,7 @@ def render_rspamd(
                 comment="--",
                 url=f"http://{host.policyd_metrics_listen}/rspamd",
                 token_file=VERDICT_TOKEN,
-                networks=sign_networks(host),
+                networks=networks,
             ),
             "rspamd",
         ),
@@ -132,7 +133,7 @@ def render_rspamd(
                 "rspamd/dkim_signing.conf.j2",
                 source,
                 enabled=bool(selectors),
-                sign_networks=sign_networks(host),
+                sign_networks=networks,
                 selector_map=f"{DATA_DIR}/dkim_selectors.map",
                 key_path=f"{DKIM_KEY_DIR}/$domain.$selector.key",
             ),

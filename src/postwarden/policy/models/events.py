@@ -82,11 +82,9 @@ Event = Annotated[
     Field(discriminator="on"),
 ]
 
-_SIMPLE: tuple[str, ...] = SimpleEvent.model_fields["on"].annotation.__args__  # type: ignore[union-attr]
 EVENT_KINDS: tuple[str, ...] = (
-    *_SIMPLE[: _SIMPLE.index("spam.outbound") + 1],
+    *SimpleEvent.model_fields["on"].annotation.__args__,  # type: ignore[union-attr]
     "list.post_held",
-    *_SIMPLE[_SIMPLE.index("spam.outbound") + 1 :],
     "message.large",
     "queue.size",
     "system.memory",
