@@ -120,6 +120,17 @@ def test_the_table_for_a_person(usage_log: str) -> None:
     assert "10.88" in output
 
 
+def test_a_sender_is_shown_as_it_is(tmp_path: Path) -> None:
+    path = str(tmp_path / "usage.sqlite")
+    log = UsageLog(path, 90 * 86400)
+    sender = "[bold]x@[red]example.com"
+    log.add(UsageRow("", sender, 1, 10, "127.0.0.1", None, "DUNNO", "Q9"))
+    log.close()
+    code, output = report("smtp_out_usage", "--usage-log", path)
+    assert code == 0, output
+    assert "[red]example.com" in output
+
+
 def test_an_empty_period_says_so(usage_log: str) -> None:
     code, output = report("smtp_out_usage", "--usage-log", usage_log, "--since", "1h")
     assert code == 0, output

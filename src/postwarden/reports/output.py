@@ -8,6 +8,7 @@ import json
 
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from postwarden.reports.builders import Table
 
@@ -20,7 +21,8 @@ def as_text(tables: list[Table], width: int = 100) -> str:
         for number, column in enumerate(table.columns):
             shown.add_column(column, justify="left" if number == 0 else "right")
         for row in table.rows:
-            shown.add_row(*(str(value) for value in row))
+            # as Text: a sender such as "[red]x@example.com" is no markup to rich
+            shown.add_row(*(Text(str(value)) for value in row))
         if not table.rows:
             shown.caption = "nothing in this period"
         console.print(shown)
