@@ -521,10 +521,22 @@ def report_command(
     kinds: Annotated[
         list[str],
         typer.Argument(
-            help="smtp_out_usage, outgoing_spam.", metavar="KIND...", show_default=False
+            help="smtp_out_usage, outgoing_spam, abuse_detection.",
+            metavar="KIND...",
+            show_default=False,
         ),
     ],
-    since: Annotated[str, typer.Option(help="The period: the last 7d, 24h, ...")] = "7d",
+    since: Annotated[
+        str | None, typer.Option(help="The last 7d, 24h, ... [default: 7d]", show_default=False)
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="From this date or time (local), e.g. 2026-12-01."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="To this date (its whole day) or time [default: now]."),
+    ] = None,
     output: Annotated[ReportFormat, typer.Option("--format", help="Output format.")] = (
         ReportFormat.table
     ),
@@ -533,35 +545,27 @@ def report_command(
         Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
     ] = None,
 ) -> None:
-    """Outbound usage and outgoing spam from the usage log, for a period."""
-    import time
-
-    from postwarden.policy.units import parse_duration
-    from postwarden.reports.builders import BUILDERS, BUILT
+    """Outbound usage, outgoing spam and abuse rules tripped, for a period."""
+    from postwarden.reports.make import UnknownKind, check_kinds, make_report
     from postwarden.reports.output import as_csv, as_json, as_text
-    from postwarden.reports.usage import UsageLogUnreadable, read_sent
+    from postwarden.reports.period import BadPeriod, period_of
+    from postwarden.reports.usage import UsageLogUnreadable
 
-    unknown = [kind for kind in kinds if kind not in BUILT]
-    if unknown:
-        typer.echo(
-            f"error: cannot make {', '.join(unknown)}: this version makes {', '.join(BUILT)}",
-            err=True,
-        )
-        raise typer.Exit(1)
     try:
-        period = parse_duration(since)
-    except ValueError as error:
-        typer.echo(f"error: --since: {_message(error)}", err=True)
+        check_kinds(kinds)
+        period = period_of(since, start, end)
+    except (UnknownKind, BadPeriod) as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    end = time.time()
     try:
-        rows = read_sent(usage_log or _daemon_settings().usage_log, end - period, end)
+        report = make_report(kinds, period, usage_log or _daemon_settings().usage_log)
     except UsageLogUnreadable as error:
         typer.echo(f"error: cannot read the usage log: {error}", err=True)
         raise typer.Exit(1) from None
-    tables = [table for kind in dict.fromkeys(kinds) for table in BUILDERS[kind](rows)]
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
     render = {ReportFormat.table: as_text, ReportFormat.csv: as_csv, ReportFormat.json: as_json}
-    text = render[output](tables)
+    text = render[output](report.tables)
     if to_file is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:

@@ -348,7 +348,16 @@ async def test_dovecot_failed_logins_ban_the_client(admin: Admin) -> None:
     reply = await admin.post(report, failed)
     assert reply.status == 200
     assert reply.json() == {"status": -1, "msg": "too many failed logins"}
-    assert admin.events == [Event("abuse.auth_failures", bad, "3 failed logins within 10m")]
+    # the abuse report names the client and the login that was tried
+    assert admin.events == [
+        Event(
+            "abuse.auth_failures",
+            bad,
+            "3 failed logins within 10m",
+            client=bad,
+            login="alice@example.com",
+        )
+    ]
 
     assert (await admin.post(allow, dovecot(bad))).json() == {
         "status": -1,

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from postwarden.policyd import daemon as policyd
+from postwarden.policyd.decide import Event
 from postwarden.policyd.runtime import build_runtime
 from postwarden.policyd.settings import PolicydSettings
 from postwarden.policyd.stores import LocalStore
+from postwarden.reports.usage import read_events
 from tests.e2e.mailhost import wait_for_port
 
 POLICY = """\
@@ -285,3 +287,18 @@ async def test_the_state_label_is_one_of_postfixs_states(tmp_path: Path) -> None
     assert all(policyd.state_label({"protocol_state": s}) == s for s in policyd.PROTOCOL_STATES)
     daemon.usage.close()
     await daemon.engine.store.close()
+
+
+async def test_events_are_kept_for_the_abuse_report(tmp_path: Path) -> None:
+    """Every event but the store's own (one per decision while it is down) reaches the
+    usage log, with who was involved."""
+    write_policy(tmp_path, "2")
+    daemon = in_process(tmp_path)
+    daemon.on_event(Event("throttle.hit", "a@example.com/t", "x", client="192.0.2.1", login="a"))
+    daemon.on_event(Event("system.store", "counters", "down; failing closed"))
+    daemon.usage.close()
+    await daemon.engine.store.close()
+    raised = read_events(str(tmp_path / "usage.sqlite"), 0, time.time() + 1)
+    assert [(e.kind, e.subject, e.client, e.login) for e in raised] == [
+        ("throttle.hit", "a@example.com/t", "192.0.2.1", "a")
+    ]

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from postwarden.cli import app
-from postwarden.policyd.decide import UsageRow
+from postwarden.policyd.decide import Event, UsageRow
 from postwarden.policyd.usage import UsageLog
 
 runner = CliRunner()
@@ -43,6 +43,36 @@ def usage_log(tmp_path: Path) -> str:
     log.mark_spam("Q2", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88)
     log.mark_spam("Q5", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0)
     log.mark_spam("Q4", None, "add header", 7.5)
+    events = [
+        Event(
+            "throttle.hit",
+            "alice@example.com/default",
+            "t",
+            client="192.0.2.1",
+            login="alice@example.com",
+        ),
+        Event(
+            "throttle.hit",
+            "alice@example.com/default",
+            "t",
+            client="192.0.2.2",
+            login="alice@example.com",
+        ),
+        Event("abuse.bad_smtp_session", "198.51.100.7", "harvest", client="198.51.100.7"),
+        Event(
+            "abuse.auth_failures",
+            "198.51.100.8",
+            "logins",
+            client="198.51.100.8",
+            login="bob@example.org",
+        ),
+        Event("list.post_held", "team@example.com", "post from x held", client="192.0.2.3"),
+    ]
+    for event in events:
+        log.add_event(event)
+    log.flush()
+    clock[0] = now - 10 * DAY
+    log.add_event(Event("abuse.internal_spammer", "old@example.com", "long ago"))
     log.close()
     return path
 
@@ -140,7 +170,10 @@ def test_an_empty_period_says_so(usage_log: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["abuse_detection"], "cannot make abuse_detection: this version makes"),
+        (["smtp_in"], "cannot make smtp_in: the report kinds are smtp_out_usage"),
+        (["smtp_out_usage", "--since", "1d", "--from", "2026-01-01"], "not both"),
+        (["smtp_out_usage", "--from", "2026-12-08", "--to", "2026-12-01"], "is empty"),
+        (["smtp_out_usage", "--from", "last week"], "--from 'last week': not a date"),
         (["smtp_out_usage", "--since", "soon"], "--since: 'soon' is not a duration"),
         (
             ["smtp_out_usage", "--usage-log", "/nonexistent/usage.sqlite"],
@@ -154,4 +187,59 @@ def test_bad_requests_get_a_clear_error(args: list[str], message: str, usage_log
     code, output = report(*args)
     assert code == 1
     assert message in output
+    assert "Traceback" not in output
+
+
+def test_abuse_rules_and_who_tripped_them(usage_log: str) -> None:
+    code, output = report("abuse_detection", "--usage-log", usage_log, "--format", "json")
+    assert code == 0, output
+    rules, subjects = json.loads(output)
+    assert rules["rows"][0] == {
+        "rule": "throttle hit",
+        "times": 2,
+        "subjects": 1,
+        "client addresses": 2,
+        "logins": 1,
+    }
+    assert {row["rule"] for row in rules["rows"]} == {
+        "throttle hit",
+        "harvesting ban",
+        "failed-login ban",
+        "list post held",
+    }
+    first = subjects["rows"][0]
+    assert (first["subject"], first["times"]) == ("alice@example.com/default", 2)
+    assert first["client addresses"] == "192.0.2.1, 192.0.2.2"
+    ban = next(row for row in subjects["rows"] if row["rule"] == "failed-login ban")
+    assert (ban["subject"], ban["logins"]) == ("198.51.100.8", "bob@example.org")
+
+
+def test_dates_choose_the_period(usage_log: str) -> None:
+    """--from/--to: the row of ten days ago and nothing since."""
+    old = time.localtime(time.time() - 10 * DAY)
+    day = time.strftime("%Y-%m-%d", old)
+    code, output = report(
+        "smtp_out_usage",
+        "abuse_detection",
+        "--usage-log",
+        usage_log,
+        "--from",
+        day,
+        "--to",
+        day,
+        "--format",
+        "json",
+    )
+    assert code == 0, output
+    by_login, _, rules, _ = json.loads(output)
+    assert [row["login"] for row in by_login["rows"]] == ["old@example.com"]
+    assert [row["rule"] for row in rules["rows"]] == ["same-size burst"]
+
+
+def test_a_corrupt_log_is_an_error_not_a_report(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    code, output = report("smtp_out_usage", "--usage-log", str(path))
+    assert code == 1
+    assert "cannot read the usage log" in output
     assert "Traceback" not in output

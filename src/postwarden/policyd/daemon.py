@@ -161,6 +161,9 @@ class Daemon:
         if event.kind == "throttle.hit":
             self.metrics.throttle_hits.labels(event.subject.rpartition("/")[2]).inc()
         log.info("event %s %s: %s", event.kind, event.subject, event.detail)
+        # one per decision while the store is down: a flood, and no abuse to report
+        if event.kind != "system.store":
+            self.usage.add_event(event)
         self.dispatcher.raise_event(event)
 
     def on_usage(self, row: UsageRow) -> None:
@@ -190,7 +193,15 @@ class Daemon:
                 verdict.login,
                 verdict.sender,
             )
-        self.on_event(Event("spam.outbound", subject, verdict.describe()))
+        self.on_event(
+            Event(
+                "spam.outbound",
+                subject,
+                verdict.describe(),
+                client=verdict.client,
+                login=verdict.login,
+            )
+        )
 
     async def decide(self, request: dict[str, str]) -> str:
         started = time.perf_counter()

@@ -117,6 +117,10 @@ class Event(NamedTuple):
     detail: str
     size: int = 0
     """The message's size, for events with a threshold of their own (message.large)."""
+    client: str = ""
+    login: str = ""
+    """The client address and login of the request that raised it (the engine fills
+    them in): the abuse report names who was involved."""
 
 
 class UsageRow(NamedTuple):

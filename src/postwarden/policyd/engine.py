@@ -32,6 +32,11 @@ class Hold(NamedTuple):
     sender: str
 
 
+def _involved(request: dict[str, str]) -> tuple[str, str]:
+    """The client address and login a request speaks for."""
+    return request.get("client_address", ""), request.get("sasl_username", "").lower()
+
+
 @dataclass
 class Engine:
     view: PolicyView
@@ -53,12 +58,13 @@ class Engine:
     is often not assigned yet then, and comes with END-OF-MESSAGE."""
 
     async def decide(self, request: dict[str, str]) -> str:
-        action = await self.run(decide(request, self.view))
+        action = await self.run(decide(request, self.view), _involved(request))
         self._note_hold(request, action)
         return action
 
     async def decide_auth(self, command: str, request: dict[str, object]) -> str:
-        return await self.run(decide_auth(command, request, self.view))
+        involved = (str(request.get("remote") or ""), str(request.get("login") or "").lower())
+        return await self.run(decide_auth(command, request, self.view), involved)
 
     def decide_now(self, request: dict[str, str]) -> str | None:
         """Decide without waiting, when the store answers at once (the local store);
@@ -72,7 +78,7 @@ class Engine:
             while True:
                 ops = decision.send(run_now(ops))
         except StopIteration as stop:
-            action = self._finish(stop.value)
+            action = self._finish(stop.value, _involved(request))
         self._note_hold(request, action)
         return action
 
@@ -103,7 +109,7 @@ class Engine:
             )
         )
 
-    async def run(self, decision: Decision) -> str:
+    async def run(self, decision: Decision, involved: tuple[str, str] = ("", "")) -> str:
         try:
             ops = next(decision)
             while True:
@@ -115,13 +121,14 @@ class Engine:
                     self._store_back()
                 ops = decision.send(results)
         except StopIteration as stop:
-            return self._finish(stop.value)
+            return self._finish(stop.value, involved)
 
-    def _finish(self, verdict: Verdict) -> str:
+    def _finish(self, verdict: Verdict, involved: tuple[str, str]) -> str:
         for line in verdict.logs:
             log.warning("%s", line)
+        client, login = involved
         for event in verdict.events:
-            self.on_event(event)
+            self.on_event(event._replace(client=client, login=login))
         if verdict.usage is not None:
             self.on_usage(verdict.usage)
         return verdict.action

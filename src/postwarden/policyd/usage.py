@@ -1,4 +1,5 @@
-"""The usage log: one row per accepted outbound message, the raw material of reports.
+"""The usage log: one row per accepted outbound message, the raw material of reports,
+and every event the daemon raised (the abuse report).
 
 rspamd scans a message after the daemon's END-OF-MESSAGE decision; its verdict on
 outbound mail arrives a moment later (spam.py) and corrects the message's row by
@@ -21,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from postwarden.policyd.decide import UsageRow
+from postwarden.policyd.decide import Event, UsageRow
 from postwarden.policyd.sqlite_files import open_with_schema
 
 log = logging.getLogger("postwarden.policyd")
@@ -50,6 +51,15 @@ CREATE TABLE IF NOT EXISTS holds (
     sender TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS holds_queue_id ON holds (queue_id);
+CREATE TABLE IF NOT EXISTS events (
+    time REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    client TEXT NOT NULL,
+    login TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_time ON events (time);
 """
 ADDED_COLUMNS = {
     "queue_id": "TEXT NOT NULL DEFAULT ''",
@@ -77,6 +87,7 @@ class UsageLog:
         self.clock = clock
         self._pending: list[tuple[object, ...]] = []
         self._pending_holds: list[tuple[object, ...]] = []
+        self._pending_events: list[tuple[object, ...]] = []
         self._purged = 0.0
         self._purge_before: float | None = None
         """While a purge is under way: rows older than this are still to go."""
@@ -106,6 +117,13 @@ class UsageLog:
     def add_hold(self, queue_id: str, reason: str, login: str, sender: str) -> None:
         """Why message ``queue_id`` went to the hold queue (few: written with the rows)."""
         self._pending_holds.append((self.clock(), queue_id, reason, login, sender))
+
+    def add_event(self, event: Event) -> None:
+        """An event the daemon raised, for the abuse report: every one, before the
+        cooldown that spares the notification channels."""
+        self._pending_events.append(
+            (self.clock(), event.kind, event.subject, event.detail, event.client, event.login)
+        )
 
     def mark_spam(self, queue_id: str, decision: str | None, action: str, score: float) -> bool:
         """Record rspamd's verdict on the row of message ``queue_id``; ``decision``
@@ -149,10 +167,14 @@ class UsageLog:
         else:
             rows, self._pending = self._pending[:limit], self._pending[limit:]
         holds, self._pending_holds = self._pending_holds, []
+        events, self._pending_events = self._pending_events, []
         try:
             if holds:
                 with self.db:
                     self.db.executemany("INSERT INTO holds VALUES (?, ?, ?, ?, ?)", holds)
+            if events:
+                with self.db:
+                    self.db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", events)
             if rows:
                 with self.db:
                     self.db.execute("BEGIN")
@@ -181,8 +203,10 @@ class UsageLog:
         ).rowcount
         if deleted < PURGE_SLICE:
             self._purge_before = None
-            # few: a hold is rare, and most are decided within days
+            # few: a hold is rare, and most are decided within days; events are
+            # deduplicated by nothing but are still far fewer than messages
             self.db.execute("DELETE FROM holds WHERE time < ?", (before,))
+            self.db.execute("DELETE FROM events WHERE time < ?", (before,))
 
     def close(self) -> None:
         self.flush()

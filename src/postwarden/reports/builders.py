@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from postwarden.reports.usage import Sent
-
-BUILT = ("smtp_out_usage", "outgoing_spam")
-"""The report kinds this version makes; the policy names two more, built later."""
+from postwarden.reports.usage import Raised, Sent
 
 
 @dataclass(frozen=True)
@@ -16,6 +15,9 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: list[tuple[str | int | float, ...]] = field(default_factory=list)
+    chart: str | None = None
+    """The column a picture shows (bars per row, labelled by the first column); None
+    for a table that is only read."""
 
 
 def _refused(row: Sent) -> bool:
@@ -48,11 +50,13 @@ def smtp_out_usage(rows: list[Sent]) -> list[Table]:
             "Outbound mail by login",
             ("login", *columns),
             [(key, *counts) for key, counts in _busiest(by_login)],
+            chart="messages",
         ),
         Table(
             "Outbound mail by sender domain",
             ("domain", *columns),
             [(key, *counts) for key, counts in _busiest(by_domain)],
+            chart="messages",
         ),
     ]
 
@@ -74,12 +78,89 @@ def outgoing_spam(rows: list[Sent]) -> list[Table]:
             "Outgoing spam by login",
             ("login", "marked", "held", "rejected", "highest score"),
             [(login, int(c[0]), int(c[1]), int(c[2]), round(c[3], 2)) for login, c in ordered],
+            chart="highest score",
         )
     ]
+
+
+RULES = {
+    "throttle.hit": "throttle hit",
+    "abuse.internal_spammer": "same-size burst",
+    "abuse.bad_smtp_session": "harvesting ban",
+    "abuse.auth_failures": "failed-login ban",
+    "list.post_held": "list post held",
+    "spam.outbound": "outgoing spam",
+    "message.large": "large message",
+    "ip.blacklisted": "pool address listed",
+}
+"""The events the abuse report counts, by the name an administrator knows the rule by."""
+NAMED_AT_MOST = 3
+"""Client addresses and logins named in one cell; the rest are counted."""
+
+
+def abuse_detection(events: list[Raised]) -> list[Table]:
+    """Which abuse rules tripped and how often, then who tripped them: the subject
+    (login, client address, list, throttle) with the clients and logins involved."""
+    by_rule: dict[str, list[Raised]] = defaultdict(list)
+    by_subject: dict[tuple[str, str], list[Raised]] = defaultdict(list)
+    for event in events:
+        rule = RULES.get(event.kind)
+        if rule is None:
+            continue
+        by_rule[rule].append(event)
+        by_subject[(rule, event.subject)].append(event)
+    rules = sorted(by_rule.items(), key=lambda item: (-len(item[1]), item[0]))
+    subjects = sorted(by_subject.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [
+        Table(
+            "Abuse rules tripped",
+            ("rule", "times", "subjects", "client addresses", "logins"),
+            [
+                (
+                    rule,
+                    len(raised),
+                    len({event.subject for event in raised}),
+                    len({event.client for event in raised if event.client}),
+                    len({event.login for event in raised if event.login}),
+                )
+                for rule, raised in rules
+            ],
+            chart="times",
+        ),
+        Table(
+            "Who tripped them",
+            ("rule", "subject", "times", "first", "last", "client addresses", "logins"),
+            [
+                (
+                    rule,
+                    subject,
+                    len(raised),
+                    _when(raised[0].time),
+                    _when(raised[-1].time),
+                    _some(event.client for event in raised),
+                    _some(event.login for event in raised),
+                )
+                for (rule, subject), raised in subjects
+            ],
+        ),
+    ]
+
+
+def _when(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
+
+
+def _some(values: Iterable[str]) -> str:
+    """The first few distinct values, and how many more there were."""
+    distinct = list(dict.fromkeys(value for value in values if value))
+    shown = ", ".join(distinct[:NAMED_AT_MOST])
+    more = len(distinct) - NAMED_AT_MOST
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _busiest(totals: dict[str, list[int]]) -> list[tuple[str, list[int]]]:
     return sorted(totals.items(), key=lambda item: (-item[1][0], -item[1][4], item[0]))
 
 
-BUILDERS = {"smtp_out_usage": smtp_out_usage, "outgoing_spam": outgoing_spam}
+FROM_USAGE = {"smtp_out_usage": smtp_out_usage, "outgoing_spam": outgoing_spam}
+"""Reports made from the usage rows; abuse_detection is made from the events."""

@@ -48,6 +48,38 @@ def read_sent(path: str, start: float, end: float) -> list[Sent]:
     return [Sent(*row) for row in rows]
 
 
+@dataclass(frozen=True)
+class Raised:
+    """One event as the daemon raised it."""
+
+    time: float
+    kind: str
+    subject: str
+    detail: str
+    client: str
+    login: str
+
+
+def read_events(path: str, start: float, end: float) -> list[Raised]:
+    """The events of [start, end). A log written before events were kept has none."""
+    db = _open(path)
+    try:
+        rows = db.execute(
+            "SELECT time, kind, subject, detail, client, login FROM events "
+            "WHERE time >= ? AND time < ? ORDER BY time",
+            (start, end),
+        ).fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table: events" in str(error):
+            return []
+        raise UsageLogUnreadable(f"{path}: {error}") from None
+    except sqlite3.Error as error:
+        raise UsageLogUnreadable(f"{path}: {error}") from None
+    finally:
+        db.close()
+    return [Raised(*row) for row in rows]
+
+
 def read_holds(path: str, queue_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     """Why each of these messages is held: queue ID -> (reason, login, sender), the
     latest word on each. An absent or unreadable log gives nothing rather than an
