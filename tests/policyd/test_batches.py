@@ -10,7 +10,7 @@ import pytest
 from postwarden.policyd.counters import Counters
 from postwarden.policyd.decide import Ban, Op, Result, SimilarSizes, Take
 from postwarden.policyd.redis_store import RedisStore
-from tests.policyd.test_redis import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.throwaway_redis import RedisServer
 
 Run = Callable[[list[Op]], Awaitable[list[Result]]]
 

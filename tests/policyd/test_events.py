@@ -21,14 +21,8 @@ from postwarden.policy.models import Policy
 from postwarden.policyd.decide import Event, EventKind
 from postwarden.policyd.events import ATTEMPTS, EventDispatcher
 from postwarden.policyd.notify import Notification
-from tests.policyd.test_notify import (  # noqa: F401 (sink: a fixture)
-    DripServer,
-    HookServer,
-    NotHttpServer,
-    Sink,
-    closed_port,
-    sink,
-)
+from tests.conftest import Sink, closed_port
+from tests.policyd.test_notify import DripServer, HookServer, NotHttpServer
 
 WritePolicy = Callable[..., Path]
 HOST = "mx1.example.com"
@@ -417,7 +411,7 @@ hook_token: Bearer HEADERs3cret
 
 async def test_the_log_never_shows_a_secret(
     write_policy: WritePolicy,
-    sink: Sink,  # noqa: F811 (the fixture)
+    sink: Sink,
     sent: Sent,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

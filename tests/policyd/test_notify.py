@@ -10,16 +10,12 @@ import email
 import email.policy
 import email.utils
 import json
-import pwd
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from postwarden.policy.models.server import NotificationRelay
 from postwarden.policyd.decide import Event
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver, post_json, send_email
+from tests.conftest import Sink, closed_port
 
 WritePolicy = Callable[..., Path]
 NOTE = Notification("throttle.hit", "alice@example.com/staff", "messages 200/h", "mx1.test", 1e9)
@@ -181,78 +178,6 @@ def hook() -> Iterator[HookServer]:
     server = HookServer()
     yield server
     server.close()
-
-
-def closed_port() -> int:
-    """A loopback port that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# ---------------------------------------------------------------------- smtp-sink
-
-
-@dataclass(frozen=True)
-class Sink:
-    port: int
-    dumps: Path
-
-    def messages(self, count: int = 1, timeout: float = 5.0) -> list[EmailMessage]:
-        """The dumped transactions, once ``count`` of them are there."""
-        deadline = time.monotonic() + timeout
-        while True:
-            files = sorted(p for p in self.dumps.rglob("*") if p.is_file())
-            if len(files) >= count or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        time.sleep(0.1)  # smtp-sink writes the file while the client says QUIT
-        parsed = []
-        for path in files:
-            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            assert isinstance(message, EmailMessage)
-            parsed.append(message)
-        return parsed
-
-
-def _smtp_sink() -> str | None:
-    return shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin:/usr/bin")
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    program = _smtp_sink()
-    if program is None:
-        pytest.fail("Postfix's smtp-sink is missing: run scripts/setup --test")
-    # smtp-sink writes as nobody: pytest's tmp_path (mode 0700 under /tmp) is out of reach
-    dumps = Path(tempfile.mkdtemp(prefix="postwarden-sink-", dir="/var/tmp"))
-    nobody = pwd.getpwnam("nobody")
-    shutil.chown(dumps, nobody.pw_uid, nobody.pw_gid)
-    port = closed_port()
-    process = subprocess.Popen(
-        [program, "-u", "nobody", "-d", f"{dumps}/%M.", f"127.0.0.1:{port}", "10"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"smtp-sink did not start on port {port}")
-                time.sleep(0.05)
-        yield Sink(port, dumps)
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        shutil.rmtree(dumps, ignore_errors=True)
 
 
 def email_policy(write_policy: WritePolicy, relay: str, secrets: str | None = None) -> Policy:

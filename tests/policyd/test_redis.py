@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,43 +19,8 @@ from postwarden.policyd.engine import STORE_DOWN_CLOSED, Engine
 from postwarden.policyd.redis_store import RedisStore
 from postwarden.policyd.stores import StoreUnavailable
 from postwarden.policyd.view import PolicyView, compile_view
-from tests.e2e.mailhost import wait_for_port
 from tests.policyd.test_daemon import Daemon, ask, connect, free_port, write_policy
-from tests.throwaway_redis import redis_server_command
-
-
-@dataclass
-class RedisServer:
-    port: int
-    directory: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            redis_server_command(self.port, self.directory),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port("127.0.0.1", self.port, timeout=20)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    assert shutil.which("redis-server"), "install redis-server (scripts/setup --test)"
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
+from tests.throwaway_redis import RedisServer
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ Run by `molecule verify` with testinfra on both MTAs; the SMTP probe runs on eac
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -45,6 +46,33 @@ def test_a_user_is_throttled_at_the_count_of_both_mtas(mtas: list[Any]) -> None:
     assert "sending limit reached: messages 200/h (staff)" in text
     ((code, _),) = probe(second, "submit", *ALICE, ALICE[0], "bob@example.org")
     assert code == 450
+
+
+def alice_sent(host: Any, *extra: str) -> dict[str, Any]:
+    """alice's row of the outbound usage report made on ``host``."""
+    result = host.run(" ".join(["postwarden report smtp_out_usage --format json", *extra]))
+    assert result.rc == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)[0]["rows"]
+    return next((row for row in rows if row["login"] == ALICE[0]), {})
+
+
+def test_one_report_totals_both_mtas(mtas: list[Any]) -> None:
+    """The messages of the test above, 100 through each MTA and one refused on each, in
+    one report made on either MTA (the rows meet in the Redis both use); --host tells
+    them apart."""
+    wanted = {"messages": 200, "recipients": 200, "refused": 2}
+    for host in mtas:
+        deadline = time.monotonic() + 30
+        while True:
+            row = alice_sent(host)
+            if {key: row.get(key) for key in wanted} == wanted:
+                break
+            assert time.monotonic() < deadline, row
+            time.sleep(1)
+    first, second = mtas
+    names = [host.check_output("hostname") for host in mtas]
+    assert alice_sent(first, "--host", names[1])["messages"] == 100
+    assert alice_sent(second, "--host", names[0], "--host", names[1])["messages"] == 200
 
 
 def test_a_harvester_banned_on_one_mta_is_refused_by_the_other(mtas: list[Any]) -> None:

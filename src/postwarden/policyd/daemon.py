@@ -24,6 +24,7 @@ from postwarden.policyd.engine import Engine, Hold
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.pools import PoolRuntime
+from postwarden.policyd.resp import RespClient
 from postwarden.policyd.runtime import LoaderFailed, Runtime, load_runtime_async
 from postwarden.policyd.server import ERROR_ACTION, PolicyServer
 from postwarden.policyd.settings import PolicydSettings
@@ -33,10 +34,12 @@ from postwarden.policyd.sqlite_files import checkpoint_forever
 from postwarden.policyd.stores import WRITE_SLICE, LocalStore, Store
 from postwarden.policyd.tokens import Tokens
 from postwarden.policyd.usage import UsageLog
+from postwarden.policyd.usage_stream import UsageStream
 from postwarden.policyd.view import PolicyView
 
 log = logging.getLogger("postwarden.policyd")
 FLUSH_INTERVAL = 1.0
+STREAM_TIMEOUT = 2.0
 PROTOCOL_STATES = frozenset(
     ("CONNECT", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "END-OF-MESSAGE", "VRFY", "ETRN")
 )
@@ -148,7 +151,7 @@ class Daemon:
             engine,
             dispatcher,
             pools,
-            UsageLog(settings.usage_log, settings.usage_retention),
+            _usage_log(settings),
             Tokens.read(settings.tokens_dir),
         )
         engine.on_event = daemon.on_event
@@ -294,6 +297,21 @@ class Daemon:
             # in slices on the loop: see LocalStore for why not in a thread
             while self.usage.flush(limit=WRITE_SLICE) == WRITE_SLICE or self.usage.purging:
                 await asyncio.sleep(0)
+            if self.usage.mirror is not None:
+                await self.usage.mirror.flush()
+
+
+def _usage_log(settings: PolicydSettings) -> UsageLog:
+    """The host's usage log; with the Redis store, mirrored to the stream where the
+    MTAs sharing it meet (usage_stream.py)."""
+    usage = UsageLog(settings.usage_log, settings.usage_retention)
+    if settings.store == "redis" and settings.redis_url:
+        usage.mirror = UsageStream(
+            RespClient(settings.redis_url, timeout=STREAM_TIMEOUT),
+            socket.gethostname(),
+            settings.shared_usage_retention,
+        )
+    return usage
 
 
 async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
@@ -347,6 +365,9 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
         worker.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
     daemon.usage.close()
+    if daemon.usage.mirror is not None:
+        with contextlib.suppress(Exception):  # Redis away: what waited is lost, said so
+            await asyncio.wait_for(daemon.usage.mirror.close(), STREAM_TIMEOUT)
     await daemon.engine.store.close()
 
 

@@ -42,6 +42,9 @@ class PolicydSettings(PolicyModel):
     """When the store cannot be reached: let mail through (open) or defer it (closed)."""
     usage_log: str = "/var/lib/postwarden/usage.sqlite"
     usage_retention: Duration = Seconds(90 * 86400)
+    shared_usage_retention: Duration = Seconds(32 * 86400)
+    """With the Redis store: how long the stream where the MTAs' usage rows meet keeps
+    them (the reports of several hosts read it; a month's report needs 31 days)."""
     log_file: str = "/var/log/postwarden/policyd.log"
     dnsbl_zones: list[DomainName] = Field(
         default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org"]

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from postwarden.policyd.decide import Event, UsageRow
 from postwarden.policyd.sqlite_files import open_with_schema
+from postwarden.policyd.usage_stream import UsageStream
 
 log = logging.getLogger("postwarden.policyd")
 
@@ -91,6 +92,8 @@ class UsageLog:
         self._purged = 0.0
         self._purge_before: float | None = None
         """While a purge is under way: rows older than this are still to go."""
+        self.mirror: UsageStream | None = None
+        """Where the MTAs sharing a Redis store meet: everything written here, there too."""
 
     @property
     def purging(self) -> bool:
@@ -98,9 +101,12 @@ class UsageLog:
         return self._purge_before is not None
 
     def add(self, row: UsageRow) -> None:
+        now = self.clock()
+        if self.mirror is not None:
+            self.mirror.add(row, now)
         self._pending.append(
             (
-                self.clock(),
+                now,
                 row.login,
                 row.sender,
                 row.recipients,
@@ -121,8 +127,11 @@ class UsageLog:
     def add_event(self, event: Event) -> None:
         """An event the daemon raised, for the abuse report: every one, before the
         cooldown that spares the notification channels."""
+        now = self.clock()
+        if self.mirror is not None:
+            self.mirror.add_event(event, now)
         self._pending_events.append(
-            (self.clock(), event.kind, event.subject, event.detail, event.client, event.login)
+            (now, event.kind, event.subject, event.detail, event.client, event.login)
         )
 
     def mark_spam(self, queue_id: str, decision: str | None, action: str, score: float) -> bool:
@@ -131,6 +140,8 @@ class UsageLog:
         queue ID (the message was not one the daemon logs)."""
         if not queue_id:
             return False
+        if self.mirror is not None:
+            self.mirror.mark_spam(queue_id, decision, action, score, self.clock())
         for index in range(len(self._pending) - 1, -1, -1):
             row = self._pending[index]
             if row[8] == queue_id:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from postwarden.reports.usage import Raised, Sent
+from postwarden.reports.usage import Raised, UsageTotals
 
 
 @dataclass(frozen=True)
@@ -20,30 +20,17 @@ class Table:
     for a table that is only read."""
 
 
-def _refused(row: Sent) -> bool:
-    return row.decision.startswith(("REJECT", "DEFER"))
-
-
-def smtp_out_usage(rows: list[Sent]) -> list[Table]:
+def smtp_out_usage(totals: UsageTotals) -> list[Table]:
     """Per login and per sender domain: messages, recipients and bytes sent on, and
     the messages held (for a moderator) or refused (deferred or rejected, by a
     throttle or as spam)."""
     by_login: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     by_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-    for row in rows:
-        for key, totals in (
-            (row.login, by_login),
-            (row.sender.rpartition("@")[2] or "<>", by_domain),
-        ):
-            counts = totals[key]
-            if _refused(row):
-                counts[4] += 1
-            elif row.decision.startswith("HOLD"):
-                counts[3] += 1
-            else:
-                counts[0] += 1
-                counts[1] += row.recipients
-                counts[2] += row.size
+    for sent in totals.senders:
+        numbers = (sent.messages, sent.recipients, sent.bytes, sent.held, sent.refused)
+        for counts in (by_login[sent.login], by_domain[sent.sender.rpartition("@")[2] or "<>"]):
+            for slot, number in enumerate(numbers):
+                counts[slot] += number
     columns = ("messages", "recipients", "bytes", "held", "refused")
     return [
         Table(
@@ -61,17 +48,14 @@ def smtp_out_usage(rows: list[Sent]) -> list[Table]:
     ]
 
 
-def outgoing_spam(rows: list[Sent]) -> list[Table]:
+def outgoing_spam(totals: UsageTotals) -> list[Table]:
     """Per login: the messages rspamd acted on, by what became of them, and the
     highest score."""
     by_login: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])
-    for row in rows:
-        if row.spam_action is None:
-            continue
-        counts = by_login[row.login]
-        slot = {"reject": 2, "quarantine": 1}.get(row.spam_action, 0)
-        counts[slot] += 1
-        counts[3] = max(counts[3], row.spam_score or 0.0)
+    for spam in totals.spam:
+        counts = by_login[spam.login]
+        counts[{"reject": 2, "quarantine": 1}.get(spam.action, 0)] += spam.messages
+        counts[3] = max(counts[3], spam.highest)
     ordered = sorted(by_login.items(), key=lambda item: (-sum(item[1][:3]), item[0]))
     return [
         Table(

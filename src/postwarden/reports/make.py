@@ -3,21 +3,52 @@ each kind is made from, with a word on anything that was left out and why."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
+from postwarden.policy.models import Policy
 from postwarden.policy.models.reports import ReportKind
 from postwarden.reports.builders import FROM_USAGE, Table, abuse_detection
+from postwarden.reports.connections import smtp_out_connections
 from postwarden.reports.period import Period
-from postwarden.reports.usage import read_events, read_sent
+from postwarden.reports.postfix_log import DeliveryLog, iter_deliveries
+from postwarden.reports.shared import read_shared, totals
+from postwarden.reports.usage import Raised, UsageTotals, read_events, read_totals
 
 KINDS: tuple[str, ...] = get_args(ReportKind)
-MADE = ("smtp_out_usage", "outgoing_spam", "abuse_detection")
-"""The kinds this version makes."""
+POSTFIX_LOG = "/var/log/postfix.log"
+"""Postfix's maillog_file on the hosts (render/postfix.py)."""
 
 
 class UnknownKind(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class UsageSource:
+    """Where the usage rows and events come from: the host's own usage log, or the
+    stream on the Redis store where those of every MTA sharing it meet."""
+
+    path: str | None = None
+    redis_url: str | None = None
+    hosts: tuple[str, ...] = ()
+    """Only these MTAs (the shared stream only); none: all of them."""
+
+    def read(self, period: Period, events: bool) -> tuple[UsageTotals, list[Raised], list[str]]:
+        """Raises UsageLogUnreadable or SharedUsageUnreadable."""
+        if self.redis_url is not None:
+            shared = read_shared(self.redis_url, period.start, period.end, self.hosts)
+            notes = [f"usage rows of the MTAs {', '.join(sorted(shared.hosts)) or '(none)'}"]
+            missing = sorted(set(self.hosts) - shared.hosts)
+            if missing:
+                notes.append(f"no usage rows from {', '.join(missing)} in this period")
+            if shared.skipped:
+                notes.append(f"{shared.skipped} record(s) of the usage stream could not be read")
+            return totals(shared, period.start, period.end), shared.events, notes
+        assert self.path is not None
+        raised = read_events(self.path, period.start, period.end) if events else []
+        return read_totals(self.path, period.start, period.end), raised, []
 
 
 @dataclass(frozen=True)
@@ -28,24 +59,62 @@ class Report:
     """What the sources held that the report could not use, and why."""
 
 
-def check_kinds(kinds: list[str]) -> list[str]:
+def check_kinds(kinds: Sequence[str]) -> list[str]:
     """The kinds in the order given, each once; UnknownKind names the ones that are not."""
-    unknown = [kind for kind in kinds if kind not in MADE]
+    unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown:
         raise UnknownKind(
-            f"cannot make {', '.join(unknown)}: the report kinds are {', '.join(MADE)}"
+            f"cannot make {', '.join(unknown)}: the report kinds are {', '.join(KINDS)}"
         )
     return list(dict.fromkeys(kinds))
 
 
-def make_report(kinds: list[str], period: Period, usage_log: str) -> Report:
-    """Raises UsageLogUnreadable when the usage log cannot be read."""
+def pool_transports(policy: Policy) -> dict[str, str]:
+    """Postfix's transport (the syslog name of its log lines) -> the pool and address
+    it sends from, as the connections report shows them."""
+    from postwarden.render.postfix import list_transport_name, transport_name
+
+    named: dict[str, str] = {}
+    for pool_name, pool in policy.ip_pools.items():
+        for member in pool.addresses:
+            named[transport_name(pool_name, str(member.address))] = f"{pool_name} {member.address}"
+        named[list_transport_name(pool_name)] = f"{pool_name} (lists)"
+    return named
+
+
+def make_report(
+    kinds: Sequence[str],
+    period: Period,
+    usage: UsageSource,
+    postfix_logs: Sequence[str] = (POSTFIX_LOG,),
+    transports: dict[str, str] | None = None,
+) -> Report:
+    """Raises UsageLogUnreadable, SharedUsageUnreadable or PostfixLogUnreadable when a
+    source the kinds need cannot be read."""
     kinds = check_kinds(kinds)
     tables: list[Table] = []
-    sent = read_sent(usage_log, period.start, period.end) if set(kinds) & set(FROM_USAGE) else []
+    notes: list[str] = []
+    usage_totals = UsageTotals([], [])
+    raised: list[Raised] = []
+    if set(kinds) & {*FROM_USAGE, "abuse_detection"}:
+        usage_totals, raised, notes = usage.read(period, "abuse_detection" in kinds)
     for kind in kinds:
         if kind in FROM_USAGE:
-            tables += FROM_USAGE[kind](sent)
+            tables += FROM_USAGE[kind](usage_totals)
         elif kind == "abuse_detection":
-            tables += abuse_detection(read_events(usage_log, period.start, period.end))
-    return Report(period, tables)
+            tables += abuse_detection(raised)
+        elif kind == "smtp_out_connections":
+            logs = [DeliveryLog() for _ in postfix_logs]
+            deliveries = (
+                delivery
+                for path, log in zip(postfix_logs, logs, strict=True)
+                for delivery in iter_deliveries(path, period.start, period.end, log=log)
+                if not usage.hosts or delivery.host in usage.hosts
+            )
+            tables += smtp_out_connections(deliveries, transports)
+            notes += [
+                f"{path}: {count} line(s) skipped: {why}"
+                for path, log in zip(postfix_logs, logs, strict=True)
+                for why, count in sorted(log.skipped.items())
+            ]
+    return Report(period, tables, notes)

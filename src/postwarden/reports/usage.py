@@ -12,17 +12,81 @@ class UsageLogUnreadable(Exception):
 
 
 @dataclass(frozen=True)
-class Sent:
-    """One outbound message as the daemon logged it."""
+class SenderTotals:
+    """One login's mail under one envelope sender in a period: what left, and the
+    messages held (for a moderator) or refused (deferred or rejected)."""
 
-    time: float
     login: str
     sender: str
+    messages: int
     recipients: int
-    size: int
-    decision: str
-    spam_action: str | None
-    spam_score: float | None
+    bytes: int
+    held: int
+    refused: int
+
+
+@dataclass(frozen=True)
+class SpamTotals:
+    """The messages of one login that rspamd acted on in one way."""
+
+    login: str
+    action: str
+    messages: int
+    highest: float
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    senders: list[SenderTotals]
+    spam: list[SpamTotals]
+
+
+# Totals are summed by SQLite, not in Python: a week of a busy server is millions of
+# rows, and a Python object per row costs several times the query. One pass over the
+# period's rows serves both reports, grouped by login, sender and one short key that
+# is empty for the common case (passed, no spam verdict): SQLite's sorter is the cost,
+# and a narrow key is what keeps it close to a bare GROUP BY (bench/report_bench.py).
+TOTALS = """
+SELECT login, sender,
+       CASE WHEN decision = 'DUNNO' AND spam_action IS NULL THEN ''
+            ELSE substr(decision, 1, 2) || coalesce(spam_action, '') END AS kind,
+       count(*), sum(recipients), sum(size), max(spam_score)
+FROM usage WHERE time >= ? AND time < ?
+GROUP BY login, sender, kind
+"""
+HELD, REFUSED = ("HO",), ("DE", "RE")
+"""What the first two letters of a decision say: HOLD; DEFER or REJECT. Anything
+else (DUNNO) passed."""
+
+
+def totals_of(db: sqlite3.Connection, start: float, end: float) -> UsageTotals:
+    """Raises sqlite3.Error."""
+    senders: dict[tuple[str, str], list[int]] = {}
+    spam: dict[tuple[str, str], list[float]] = {}
+    for login, sender, kind, messages, recipients, size, highest in db.execute(
+        TOTALS, (start, end)
+    ):
+        counts = senders.setdefault((login, sender), [0, 0, 0, 0, 0])
+        decided, action = kind[:2], kind[2:]
+        if decided in HELD:
+            counts[3] += messages
+        elif decided in REFUSED:
+            counts[4] += messages
+        else:
+            counts[0] += messages
+            counts[1] += recipients
+            counts[2] += size
+        if action:
+            acted = spam.setdefault((login, action), [0, 0.0])
+            acted[0] += messages
+            acted[1] = max(acted[1], highest or 0.0)
+    return UsageTotals(
+        [SenderTotals(login, sender, *counts) for (login, sender), counts in senders.items()],
+        [
+            SpamTotals(login, action, int(acted[0]), acted[1])
+            for (login, action), acted in spam.items()
+        ],
+    )
 
 
 def _open(path: str) -> sqlite3.Connection:
@@ -32,20 +96,15 @@ def _open(path: str) -> sqlite3.Connection:
         raise UsageLogUnreadable(f"{path}: {error}") from None
 
 
-def read_sent(path: str, start: float, end: float) -> list[Sent]:
-    """The rows of [start, end), through the log's time index."""
+def read_totals(path: str, start: float, end: float) -> UsageTotals:
+    """The totals of [start, end), through the log's time index."""
     db = _open(path)
     try:
-        rows = db.execute(
-            "SELECT time, login, sender, recipients, size, decision, spam_action, spam_score "
-            "FROM usage WHERE time >= ? AND time < ? ORDER BY time",
-            (start, end),
-        ).fetchall()
+        return totals_of(db, start, end)
     except sqlite3.Error as error:
         raise UsageLogUnreadable(f"{path}: {error}") from None
     finally:
         db.close()
-    return [Sent(*row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,7 @@ class Raised:
     detail: str
     client: str
     login: str
+    host: str = ""
 
 
 def read_events(path: str, start: float, end: float) -> list[Raised]:
