@@ -21,6 +21,9 @@ from postwarden.summary import summarize, summary_lines
 
 if TYPE_CHECKING:
     from postwarden.policyd.settings import PolicydSettings
+    from postwarden.reports.builders import Table
+    from postwarden.reports.make import UsageSource
+    from postwarden.reports.period import Period
 
 app = typer.Typer(
     name="postwarden",
@@ -313,13 +316,20 @@ UsageLogOpt = Annotated[
 ]
 
 
-def _daemon_settings() -> PolicydSettings:
+def _daemon_settings(path: Path | None = None) -> PolicydSettings:
+    """The deployed daemon's settings (or those at ``path``), for the commands that
+    find its files through them."""
     from postwarden.policy.settings_file import load_settings_file
     from postwarden.policyd.settings import SETTINGS_PATH, PolicydSettings
 
-    if Path(SETTINGS_PATH).exists():
-        return load_settings_file(Path(SETTINGS_PATH), PolicydSettings)
-    return PolicydSettings()
+    if path is None and not Path(SETTINGS_PATH).exists():
+        return PolicydSettings()
+    path = path or Path(SETTINGS_PATH)
+    try:
+        return load_settings_file(path, PolicydSettings)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(path), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
 
 
 def _admin_token() -> str:
@@ -514,18 +524,19 @@ class ReportFormat(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+    html = "html"
 
 
 @app.command("report")
 def report_command(
     kinds: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             help="smtp_out_usage, outgoing_spam, abuse_detection.",
-            metavar="KIND...",
+            metavar="[KIND]...",
             show_default=False,
         ),
-    ],
+    ] = None,
     since: Annotated[
         str | None, typer.Option(help="The last 7d, 24h, ... [default: 7d]", show_default=False)
     ] = None,
@@ -541,35 +552,179 @@ def report_command(
         ReportFormat.table
     ),
     usage_log: UsageLogOpt = None,
+    postfix_log: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Postfix's log, for smtp_out_connections; again for more (.gz too) "
+            "[default: /var/log/postfix.log].",
+            show_default=False,
+        ),
+    ] = None,
     to_file: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
     ] = None,
+    mail: Annotated[
+        str | None,
+        typer.Option(
+            help="Make the policy's report NAME (its kinds, its schedule's period) and mail "
+            "it to its channels through the notification relay.",
+            metavar="NAME",
+        ),
+    ] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--settings", help="postwarden-policyd's settings [default: the deployed ones]."
+        ),
+    ] = None,
+    hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="Only this MTA (again for more), of those sharing the Redis store.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Outbound usage, outgoing spam and abuse rules tripped, for a period."""
-    from postwarden.reports.make import UnknownKind, check_kinds, make_report
-    from postwarden.reports.output import as_csv, as_json, as_text
+    """Outbound usage, connections, outgoing spam and abuse rules tripped, for a period.
+
+    With the Redis store, the usage rows and events are those of every MTA sharing it."""
+    from postwarden.reports.make import POSTFIX_LOG, UnknownKind, check_kinds, make_report
     from postwarden.reports.period import BadPeriod, period_of
+    from postwarden.reports.postfix_log import PostfixLogUnreadable
+    from postwarden.reports.shared import SharedUsageUnreadable
     from postwarden.reports.usage import UsageLogUnreadable
 
+    settings = _daemon_settings(settings_file)
+    usage = _usage_source(settings, usage_log, hosts or [])
+    postfix_logs = postfix_log or [POSTFIX_LOG]
     try:
-        check_kinds(kinds)
-        period = period_of(since, start, end)
+        if mail is None:
+            check_kinds(kinds or [])
+            if not kinds:
+                raise UnknownKind("name the kinds to report on, or --mail a report of the policy")
+        chosen = since is not None or start is not None or end is not None
+        period = period_of(since, start, end) if chosen or mail is None else None
     except (UnknownKind, BadPeriod) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
+    if mail is not None:
+        _mail_report(mail, kinds or [], period, usage, postfix_logs, settings)
+        return
+    assert period is not None
     try:
-        report = make_report(kinds, period, usage_log or _daemon_settings().usage_log)
-    except UsageLogUnreadable as error:
+        report = make_report(
+            kinds or [],
+            period,
+            usage,
+            postfix_logs,
+            _deployed_transports(settings) if "smtp_out_connections" in (kinds or []) else None,
+        )
+    except (UsageLogUnreadable, SharedUsageUnreadable) as error:
         typer.echo(f"error: cannot read the usage log: {error}", err=True)
+        raise typer.Exit(1) from None
+    except PostfixLogUnreadable as error:
+        typer.echo(f"error: cannot read Postfix's log: {error}", err=True)
         raise typer.Exit(1) from None
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
-    render = {ReportFormat.table: as_text, ReportFormat.csv: as_csv, ReportFormat.json: as_json}
-    text = render[output](report.tables)
+    _write_report(report.tables, period, output, to_file)
+
+
+def _usage_source(
+    settings: PolicydSettings, usage_log: str | None, hosts: list[str]
+) -> UsageSource:
+    """The usage log given, or the MTAs' shared stream when they share a Redis store,
+    or the host's own log."""
+    from postwarden.reports.make import UsageSource
+
+    if hosts and usage_log is not None:
+        typer.echo("error: --host reads the MTAs' shared usage stream, not --usage-log", err=True)
+        raise typer.Exit(1)
+    if usage_log is None and settings.store == "redis" and settings.redis_url:
+        return UsageSource(redis_url=settings.redis_url, hosts=tuple(hosts))
+    if hosts:
+        typer.echo("error: --host needs the Redis store the MTAs share", err=True)
+        raise typer.Exit(1)
+    return UsageSource(path=usage_log or settings.usage_log)
+
+
+def _write_report(
+    tables: list[Table], period: Period, output: ReportFormat, to_file: Path | None
+) -> None:
+    import time
+
+    from postwarden.reports.html import as_html
+    from postwarden.reports.output import as_csv, as_json, as_text
+
+    if output is ReportFormat.html:
+        made = time.strftime("%Y-%m-%d %H:%M %Z")
+        text = as_html(tables, "postwarden report", period.describe(), made)
+    else:
+        render = {ReportFormat.table: as_text, ReportFormat.csv: as_csv, ReportFormat.json: as_json}
+        text = render[output](tables)
     if to_file is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:
         to_file.write_text(text if text.endswith("\n") else text + "\n")
+
+
+def _deployed_transports(settings: PolicydSettings) -> dict[str, str] | None:
+    """The pool and address of each of Postfix's transports, from the deployed policy
+    when it can be read; without it the report names transports."""
+    from postwarden.reports.make import pool_transports
+
+    secrets = settings.secrets if Path(settings.secrets).exists() else None
+    try:
+        return pool_transports(load_policy(settings.policy, secrets).policy)
+    except (PolicyInvalid, OSError):
+        return None
+
+
+def _mail_report(
+    name: str,
+    kinds: list[str],
+    period: Period | None,
+    usage: UsageSource,
+    postfix_logs: list[str],
+    settings: PolicydSettings,
+) -> None:
+    """``report --mail NAME``: what the policy's report timers run."""
+    from postwarden.policyd.notify import DeliveryFailed
+    from postwarden.reports.mailing import CannotMail, mail_report
+    from postwarden.reports.make import UnknownKind
+    from postwarden.reports.postfix_log import PostfixLogUnreadable
+    from postwarden.reports.shared import SharedUsageUnreadable
+    from postwarden.reports.usage import UsageLogUnreadable
+
+    if kinds:
+        typer.echo("error: --mail makes the kinds its report includes; name none", err=True)
+        raise typer.Exit(1)
+    secrets = settings.secrets if Path(settings.secrets).exists() else None
+    try:
+        policy = load_policy(settings.policy, secrets).policy
+    except PolicyInvalid as invalid:
+        _report_invalid(settings.policy, invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    try:
+        mailed = mail_report(policy, name, usage, period, postfix_logs)
+    except (
+        CannotMail,
+        UnknownKind,
+        UsageLogUnreadable,
+        SharedUsageUnreadable,
+        PostfixLogUnreadable,
+        DeliveryFailed,
+    ) as error:
+        typer.echo(f"error: report {name}: {error}", err=True)
+        raise typer.Exit(1) from None
+    for note in mailed.report.notes:
+        typer.echo(f"note: {note}", err=True)
+    described = mailed.report.period.describe()
+    if mailed.by is not None:
+        typer.echo(f"report {name} ({described}): already mailed by {mailed.by}")
+    else:
+        typer.echo(f"report {name} ({described}) mailed to {', '.join(mailed.to)}")
 
 
 @app.command()

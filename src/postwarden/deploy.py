@@ -25,6 +25,7 @@ from postwarden.render.host import HostSettings
 from postwarden.render.policyd import DAEMON_USER
 from postwarden.render.postfix import tls_paths
 from postwarden.render.render import render
+from postwarden.render.reports import timers
 from postwarden.render.rspamd import DKIM_KEY_DIR, dkim_selectors
 from postwarden.render.tree import RenderedFile, RenderedTree, Service
 
@@ -174,6 +175,8 @@ def host_facts(loaded: LoadedPolicy, settings: HostSettings) -> dict[str, Any]:
             for domain, selector in dkim_selectors(loaded.policy)
         ],
         "dkim_key_dir": DKIM_KEY_DIR,
+        # the policyd role enables these and removes any other report timer
+        "report_timers": timers(loaded.policy),
         "mail_root": settings.mail_root,
         "vmail_user": VMAIL_USER,
         # they name clients and logins: readable by their writers and the group adm only

@@ -77,3 +77,31 @@ def test_one_broken_file_fails_the_check_of_everything(
     checked = check_all(rendered, stage(rendered, tmp_path, broken))
     assert checked.returncode != 0
     assert complaint in checked.stdout + checked.stderr
+
+
+def test_a_report_timer_is_checked_by_systemd(rendered: dict[str, Any], tmp_path: Path) -> None:
+    """A report's timer goes in place only if systemd reads it without a complaint."""
+    path = "/etc/systemd/system/postwarden-report-weekly-ops.timer"
+    (timer,) = [f for f in rendered["roles"]["policyd"]["files"] if f["path"] == path]
+    assert (
+        timer["validate"]
+        == f"/usr/local/libexec/postwarden/check-config postwarden-policyd {path} %s"
+    )
+    results = []
+    for content in (timer["content"], timer["content"].replace("Persistent=", "Persistant=")):
+        candidate = tmp_path / "candidate"
+        candidate.write_text(content)
+        results.append(
+            subprocess.run(
+                ["sh", str(CHECKER), "postwarden-policyd", path, str(candidate)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "POSTWARDEN_STAGE": str(tmp_path / "stage")},
+                check=False,
+                timeout=60,
+            )
+        )
+    good, broken = results
+    assert good.returncode == 0, good.stderr
+    assert broken.returncode == 1
+    assert "Unknown key 'Persistant'" in broken.stderr

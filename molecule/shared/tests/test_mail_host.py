@@ -9,6 +9,9 @@ addresses outside its mynetworks.
 from __future__ import annotations
 
 import base64
+import email
+import email.message
+import email.policy
 import json
 import re
 import socket
@@ -587,6 +590,37 @@ def test_outbound_spam_is_held_recorded_and_notified(host: Any) -> None:
         assert "held by rspamd (action quarantine, score " in notice
     finally:
         host.run(f"postsuper -d {queue_id}")
+
+
+def test_the_report_timer_mails_the_report(host: Any) -> None:
+    """The policy's weekly report: its timer is on, and its service, run once, mails
+    the four kinds to the admins (alice, through the lab's relay) as HTML and text."""
+    timers = host.check_output("systemctl list-timers --all --no-legend")
+    assert "postwarden-report-weekly-ops.timer" in timers
+    run = host.run("systemctl start postwarden-report-weekly-ops.service")
+    journal = host.run("journalctl -u postwarden-report-weekly-ops.service --no-pager -n 20")
+    assert run.rc == 0, run.stderr + journal.stdout
+    assert "mailed to postmaster@example.com" in journal.stdout
+    found = wait_for(
+        lambda: mailbox_with(host, "alice@example.com", "postwarden report weekly-ops"), timeout=60
+    )
+    message = email.message_from_string(found, policy=email.policy.default)
+    assert isinstance(message, email.message.EmailMessage)
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    plain = text.get_content()
+    for title in (
+        "Outbound mail by login",
+        "Outbound SMTP by destination provider",
+        "Outgoing spam by login",
+        "Abuse rules tripped",
+    ):
+        assert title in plain, plain
+    # the spam held earlier in this run, and the harvester banned
+    assert "outgoing spam" in plain, plain
+    assert "harvesting ban" in plain, plain
+    assert "<svg" in html.get_content()
 
 
 # ------------------------------------------------------------------ measured events

@@ -23,10 +23,6 @@ NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
     ("password_policy", "audit", "schedule"): "passwords are not audited yet",
     ("password_policy", "audit", "notify_users"): "passwords are not audited yet",
     ("users", "*", "name"): "display names serve the password checks, which are not built yet",
-    ("reports",): "reports are not made or sent yet",
-    ("reports", "*", "include"): "reports are not made or sent yet",
-    ("reports", "*", "schedule"): "reports are not made or sent yet",
-    ("reports", "*", "send_to"): "reports are not made or sent yet",
 }
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
@@ -58,8 +54,6 @@ def not_enforced(policy: Policy) -> Iterator[Finding]:
             "keep them for a later version",
             severity="warning",
         )
-    if policy.reports:
-        yield _warning(("reports",))
     for index, event in enumerate(policy.events):
         reason = NOT_ENFORCED_EVENTS.get(event.on)
         if reason is not None:

@@ -88,16 +88,24 @@ def send_email(relay: NotificationRelay, sender: str, to: list[str], note: Notif
     message["Message-ID"] = make_msgid(domain=note.host)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(note.text)
+    relay_message(relay, message, sender, to, note.host)
+
+
+def relay_message(
+    relay: NotificationRelay, message: EmailMessage, sender: str, to: list[str], host: str
+) -> None:
+    """Hand a message to the notification relay (never the local queue, which may be
+    what is in trouble). Raises DeliveryFailed saying which step failed."""
     where = f"email smtp://{relay.host}:{relay.port}"
     step = "connect"
     try:
         with smtplib.SMTP(relay.host, relay.port, timeout=TIMEOUT) as client:
             step = "EHLO"
-            client.ehlo(note.host)
+            client.ehlo(host)
             if relay.starttls:
                 step = "STARTTLS"
                 client.starttls(context=ssl.create_default_context())
-                client.ehlo(note.host)
+                client.ehlo(host)
             if relay.username and relay.password is not None:
                 step = "login"
                 client.login(relay.username, relay.password.reveal())

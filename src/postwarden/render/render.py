@@ -11,6 +11,7 @@ from postwarden.render.host import HostSettings
 from postwarden.render.monitoring import render_monitoring
 from postwarden.render.policyd import render_policyd
 from postwarden.render.postfix import render_postfix
+from postwarden.render.reports import render_reports
 from postwarden.render.rspamd import render_rspamd
 from postwarden.render.tree import RenderedTree
 
@@ -31,4 +32,5 @@ def render(loaded: LoadedPolicy, host: HostSettings, source: str | None = None) 
     for renderer in RENDERERS:
         tree.add(renderer(loaded.policy, loaded.secrets, host, name))
     tree.add(render_policyd(loaded.policy, loaded.secrets, host, name, loaded.policy_text))
+    tree.add(render_reports(loaded.policy, name))
     return tree
