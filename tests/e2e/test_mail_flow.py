@@ -4,6 +4,7 @@ postwarden-policyd running on this machine, an SMTP sink standing for the Intern
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 import sqlite3
 import subprocess
@@ -364,6 +365,31 @@ def test_outbound_spam_above_the_hold_score_is_held(mailhost: MailHost, webhook:
         assert row["spam_action"] == "quarantine"
         assert float(str(row["spam_score"])) >= 5  # the e2e policy's hold_score
         assert str(row["decision"]).startswith("HOLD spam (rspamd score ")
+        # the symbols that weighed most, as rspamd named them, and in the report
+        symbols = str(row["spam_symbols"]).split()
+        assert 1 <= len(symbols) <= 5
+        assert all(re.fullmatch(r"[A-Z0-9_]+", name) for name in symbols), symbols
+        command = ["report", "outgoing_spam", "--format", "json", "--usage-log", str(USAGE_LOG)]
+        report = subprocess.run(
+            [sys.executable, "-m", "postwarden", *command],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        (spam,) = json.loads(report.stdout)
+        alice = next(r for r in spam["rows"] if r["login"] == "alice@example.com")
+        assert alice["held"] >= 1
+        with sqlite3.connect(USAGE_LOG) as db:
+            named = " ".join(
+                str(value)
+                for (value,) in db.execute(
+                    "SELECT spam_symbols FROM usage WHERE login = 'alice@example.com' "
+                    "AND spam_symbols IS NOT NULL"
+                )
+            ).split()
+        top = alice["top symbols"].split()
+        assert top
+        assert set(top) <= set(named)
         # moderation says why: the daemon heard it from rspamd
         held = held_reason(queue_id)
         assert held["reason"].startswith("spam (rspamd score ")

@@ -588,7 +588,7 @@ RSPAMD_VERDICT = {
     "ip": "192.0.2.10",
     "rcpt": 2,
     "subject": "FREE MONEY",
-    "symbols": [],
+    "symbols": ["BAYES_SPAM", "FUZZY_DENIED"],
 }
 
 
@@ -627,6 +627,25 @@ async def test_rspamds_verdict_is_taken_with_its_token(admin: Admin) -> None:
         "4ABC123DEF",
         2,
     )
+    assert verdict.symbols == ("BAYES_SPAM", "FUZZY_DENIED")
+
+
+async def test_only_symbol_names_are_kept_from_a_verdict(admin: Admin) -> None:
+    """The names land in the usage log and a report: nothing but rspamd's names, and
+    no more than the rule sends."""
+    hostile = ["R_A", "x\nEVIL", "<b>", 7, "B" * 65, "R_B", "R_C", "R_D", "R_E", "R_F"]
+    reply = await _post_verdict(
+        admin, {**RSPAMD_VERDICT, "symbols": hostile}, f"Bearer {TOKENS['rspamd']}"
+    )
+    assert reply.status == 200
+    await _settled()
+    (verdict,) = admin.verdicts
+    assert verdict.symbols == ("R_A",)
+    reply = await _post_verdict(
+        admin, {**RSPAMD_VERDICT, "symbols": {"R_A": 1}}, f"Bearer {TOKENS['rspamd']}"
+    )
+    await _settled()
+    assert admin.verdicts[1].symbols == ()
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ ALICE_ROW = (
     "4A1",
     None,
     None,
+    None,
 )
 BOB = UsageRow("bob@example.org", "info@example.org", 1, 512, "2001:db8::7", None, "HOLD too much")
 
@@ -84,6 +85,7 @@ def test_the_table_has_the_documented_columns(usage: UsageLog, path: Path) -> No
         ("queue_id", "TEXT", 1),
         ("spam_action", "TEXT", 0),
         ("spam_score", "REAL", 0),
+        ("spam_symbols", "TEXT", 0),
     ]
     assert indexes == {"usage_time"}
 
@@ -120,6 +122,7 @@ def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> 
             None,
             "HOLD too much",
             "",
+            None,
             None,
             None,
         ),
@@ -224,7 +227,7 @@ def test_a_large_purge_goes_a_slice_at_a_time(usage: UsageLog, path: Path, clock
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
-            "NULL, 'DUNNO', '', NULL, NULL)",
+            "NULL, 'DUNNO', '', NULL, NULL, NULL)",
             [(START + number / expired,) for number in range(expired)],
         )
     clock.now = START + PURGE_EVERY + 2  # all of them past the retention
@@ -251,7 +254,7 @@ async def test_the_daemon_yields_between_purge_slices(
     with sqlite3.connect(path) as db:
         db.executemany(
             "INSERT INTO usage VALUES (?, 'a@example.com', 'a@example.com', 1, 1, '192.0.2.1', "
-            "NULL, 'DUNNO', '', NULL, NULL)",
+            "NULL, 'DUNNO', '', NULL, NULL, NULL)",
             [(START,)] * (5 * PURGE_SLICE),
         )
     clock.now = START + PURGE_EVERY
@@ -302,11 +305,19 @@ def test_a_corrupt_usage_log_is_moved_aside(
 def test_a_verdict_corrects_a_row_still_buffered(usage: UsageLog, path: Path) -> None:
     usage.add(ALICE)
     usage.add(BOB)
-    assert usage.mark_spam("4A1", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88)
+    assert usage.mark_spam(
+        "4A1", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88, ("BAYES_SPAM", "R_X")
+    )
     usage.flush()
     alice, bob = rows(path)
-    assert alice[7:] == ("HOLD spam (rspamd score 10.88)", "4A1", "quarantine", 10.88)
-    assert bob[7:] == ("HOLD too much", "", None, None)
+    assert alice[7:] == (
+        "HOLD spam (rspamd score 10.88)",
+        "4A1",
+        "quarantine",
+        10.88,
+        "BAYES_SPAM R_X",
+    )
+    assert bob[7:] == ("HOLD too much", "", None, None, None)
 
 
 def test_a_verdict_corrects_a_row_already_written(
@@ -315,15 +326,23 @@ def test_a_verdict_corrects_a_row_already_written(
     usage.add(ALICE)
     usage.flush()
     clock.now += 5
-    assert usage.mark_spam("4A1", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0)
-    assert rows(path)[0][7:] == ("REJECT 5.7.1 spam (rspamd score 16.00)", "4A1", "reject", 16.0)
+    assert usage.mark_spam(
+        "4A1", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0, ("FUZZY_DENIED",)
+    )
+    assert rows(path)[0][7:] == (
+        "REJECT 5.7.1 spam (rspamd score 16.00)",
+        "4A1",
+        "reject",
+        16.0,
+        "FUZZY_DENIED",
+    )
 
 
 def test_a_marked_message_keeps_its_decision(usage: UsageLog, path: Path) -> None:
     usage.add(ALICE)
     usage.flush()
     assert usage.mark_spam("4A1", None, "add header", 7.5)
-    assert rows(path)[0][7:] == ("DUNNO", "4A1", "add header", 7.5)
+    assert rows(path)[0][7:] == ("DUNNO", "4A1", "add header", 7.5, None)
 
 
 def test_a_verdict_for_no_known_message_changes_nothing(
@@ -353,6 +372,6 @@ def test_a_log_from_an_earlier_version_gets_the_new_columns(path: Path, clock: C
     log.add(ALICE)
     log.close()
     assert rows(path) == [
-        (START - 10, "a@x", "a@x", 1, 10, "192.0.2.9", None, "DUNNO", "", None, None),
+        (START - 10, "a@x", "a@x", 1, 10, "192.0.2.9", None, "DUNNO", "", None, None, None),
         (START, *ALICE_ROW),
     ]

@@ -40,8 +40,10 @@ def usage_log(tmp_path: Path) -> str:
     for login, sender, recipients, size, decision, queue_id in rows:
         log.add(UsageRow(login, sender, recipients, size, "192.0.2.1", None, decision, queue_id))
     log.flush()
-    log.mark_spam("Q2", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88)
-    log.mark_spam("Q5", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0)
+    log.mark_spam("Q2", "HOLD spam (rspamd score 10.88)", "quarantine", 10.88, ("BAYES_SPAM",))
+    log.mark_spam(
+        "Q5", "REJECT 5.7.1 spam (rspamd score 16.00)", "reject", 16.0, ("FUZZY_DENIED", "URIBL")
+    )
     log.mark_spam("Q4", None, "add header", 7.5)
     events = [
         Event(
@@ -117,15 +119,30 @@ def test_usage_and_spam_as_json(usage_log: str) -> None:
     assert [row["domain"] for row in by_domain["rows"]] == ["example.com", "example.org"]
     assert by_domain["rows"][1]["refused"] == 1
     assert spam["rows"] == [
-        {"login": "=bob@example.org", "marked": 1, "held": 0, "rejected": 0, "highest score": 7.5},
+        {
+            "login": "=bob@example.org",
+            "marked": 1,
+            "held": 0,
+            "rejected": 0,
+            "highest score": 7.5,
+            "top symbols": "",
+        },
         {
             "login": "alice@example.com",
             "marked": 0,
             "held": 1,
             "rejected": 0,
             "highest score": 10.88,
+            "top symbols": "BAYES_SPAM",
         },
-        {"login": "bob@example.org", "marked": 0, "held": 0, "rejected": 1, "highest score": 16.0},
+        {
+            "login": "bob@example.org",
+            "marked": 0,
+            "held": 0,
+            "rejected": 1,
+            "highest score": 16.0,
+            "top symbols": "FUZZY_DENIED URIBL",
+        },
     ]
 
 

@@ -188,7 +188,9 @@ class Daemon:
             "REJECT": f"REJECT 5.7.1 spam (rspamd score {verdict.score:.2f})",
             "HOLD": f"HOLD spam (rspamd score {verdict.score:.2f})",
         }.get(verdict.outcome)
-        self.usage.mark_spam(verdict.queue_id, decision, verdict.action, verdict.score)
+        self.usage.mark_spam(
+            verdict.queue_id, decision, verdict.action, verdict.score, verdict.symbols
+        )
         if verdict.outcome == "HOLD" and verdict.queue_id:
             self.usage.add_hold(
                 verdict.queue_id,

@@ -13,6 +13,7 @@ that itself). No I/O here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 ACTIONS = {
@@ -22,6 +23,10 @@ ACTIONS = {
     "rewrite subject": "MARK",
 }
 """rspamd's action -> what became of the message: refused, held, or sent marked."""
+SYMBOLS_SENT = 5
+"""The heaviest symbols of a verdict that the rule sends and the daemon keeps."""
+SYMBOL = re.compile(r"[A-Z0-9_]{1,64}")
+"""rspamd's symbol names; anything else in the list is dropped, not kept."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class SpamVerdict:
     sender: str
     client: str
     recipients: int
+    symbols: tuple[str, ...] = ()
+    """The rspamd symbols that weighed most, heaviest first."""
 
     @property
     def outcome(self) -> str:
@@ -66,6 +73,7 @@ def parse_verdict(body: dict[str, object]) -> SpamVerdict | None:
     if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
         return None
     recipients = body.get("rcpt")
+    symbols = body.get("symbols")
     return SpamVerdict(
         action=action,
         score=float(score),
@@ -74,4 +82,9 @@ def parse_verdict(body: dict[str, object]) -> SpamVerdict | None:
         sender=_text(body.get("from")).lower(),
         client=_text(body.get("ip"), 64),
         recipients=recipients if type(recipients) is int and recipients >= 0 else 0,
+        symbols=tuple(
+            name
+            for name in (symbols if isinstance(symbols, list) else [])[:SYMBOLS_SENT]
+            if isinstance(name, str) and SYMBOL.fullmatch(name)
+        ),
     )

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS usage (
     decision TEXT NOT NULL,
     queue_id TEXT NOT NULL DEFAULT '',
     spam_action TEXT,
-    spam_score REAL
+    spam_score REAL,
+    spam_symbols TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_time ON usage (time);
 DROP INDEX IF EXISTS usage_login;
@@ -66,6 +67,7 @@ ADDED_COLUMNS = {
     "queue_id": "TEXT NOT NULL DEFAULT ''",
     "spam_action": "TEXT",
     "spam_score": "REAL",
+    "spam_symbols": "TEXT",
 }
 """Columns a log written by an earlier version lacks: added when it is opened."""
 VERDICT_WITHIN = 3600.0
@@ -117,6 +119,7 @@ class UsageLog:
                 row.queue_id,
                 None,
                 None,
+                None,
             )
         )
 
@@ -134,14 +137,22 @@ class UsageLog:
             (now, event.kind, event.subject, event.detail, event.client, event.login)
         )
 
-    def mark_spam(self, queue_id: str, decision: str | None, action: str, score: float) -> bool:
+    def mark_spam(
+        self,
+        queue_id: str,
+        decision: str | None,
+        action: str,
+        score: float,
+        symbols: tuple[str, ...] = (),
+    ) -> bool:
         """Record rspamd's verdict on the row of message ``queue_id``; ``decision``
         replaces the row's when rspamd refused or held it. False when no row has that
         queue ID (the message was not one the daemon logs)."""
         if not queue_id:
             return False
         if self.mirror is not None:
-            self.mirror.mark_spam(queue_id, decision, action, score, self.clock())
+            self.mirror.mark_spam(queue_id, decision, action, score, symbols, self.clock())
+        named = " ".join(symbols) or None
         for index in range(len(self._pending) - 1, -1, -1):
             row = self._pending[index]
             if row[8] == queue_id:
@@ -151,14 +162,15 @@ class UsageLog:
                     queue_id,
                     action,
                     score,
+                    named,
                 )
                 return True
         try:
             with self.db:
                 changed = self.db.execute(
                     "UPDATE usage SET decision = coalesce(?, decision), spam_action = ?, "
-                    "spam_score = ? WHERE time >= ? AND queue_id = ?",
-                    (decision, action, score, self.clock() - VERDICT_WITHIN, queue_id),
+                    "spam_score = ?, spam_symbols = ? WHERE time >= ? AND queue_id = ?",
+                    (decision, action, score, named, self.clock() - VERDICT_WITHIN, queue_id),
                 ).rowcount
         except sqlite3.Error as error:
             log.error("cannot write the usage log: %s", error)
@@ -190,7 +202,7 @@ class UsageLog:
                 with self.db:
                     self.db.execute("BEGIN")
                     self.db.executemany(
-                        "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                        "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
                     )
             now = self.clock()
             if self._purge_before is None and now - self._purged >= PURGE_EVERY:

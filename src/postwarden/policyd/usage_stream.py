@@ -71,9 +71,15 @@ class UsageStream:
         )
 
     def mark_spam(
-        self, queue_id: str, decision: str | None, action: str, score: float, at: float
+        self,
+        queue_id: str,
+        decision: str | None,
+        action: str,
+        score: float,
+        symbols: tuple[str, ...],
+        at: float,
     ) -> None:
-        self._keep([SPAM, at, queue_id, decision, action, score])
+        self._keep([SPAM, at, queue_id, decision, action, score, list(symbols)])
 
     def add_event(self, event: Event, at: float) -> None:
         self._keep([EVENT, at, event.kind, event.subject, event.detail, event.client, event.login])

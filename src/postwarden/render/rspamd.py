@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from postwarden.policy.models import Policy
 from postwarden.policy.secrets import Secrets
+from postwarden.policyd.spam import SYMBOLS_SENT
 from postwarden.render import guard
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import header, render_template
@@ -119,6 +120,7 @@ def render_rspamd(
                 url=f"http://{host.policyd_metrics_listen}/rspamd",
                 token_file=VERDICT_TOKEN,
                 networks=networks,
+                symbols=SYMBOLS_SENT,
             ),
             "rspamd",
         ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -60,8 +60,20 @@ def outgoing_spam(totals: UsageTotals) -> list[Table]:
     return [
         Table(
             "Outgoing spam by login",
-            ("login", "marked", "held", "rejected", "highest score"),
-            [(login, int(c[0]), int(c[1]), int(c[2]), round(c[3], 2)) for login, c in ordered],
+            ("login", "marked", "held", "rejected", "highest score", "top symbols"),
+            [
+                (
+                    login,
+                    int(c[0]),
+                    int(c[1]),
+                    int(c[2]),
+                    round(c[3], 2),
+                    " ".join(
+                        name for name, _ in totals.symbols.get(login, Counter()).most_common(3)
+                    ),
+                )
+                for login, c in ordered
+            ],
             chart="highest score",
         )
     ]

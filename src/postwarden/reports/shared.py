@@ -41,6 +41,7 @@ class SharedRow(NamedTuple):
     queue_id: str
     spam_action: str | None
     spam_score: float | None
+    spam_symbols: str | None
     host: str
 
 
@@ -63,7 +64,7 @@ def read_shared(
 async def _read(url: str, start: float, end: float, hosts: set[str], timeout: float) -> SharedUsage:
     client = RespClient(url, timeout=timeout)
     found = SharedUsage()
-    spam: dict[tuple[str, str], tuple[str | None, str, float]] = {}
+    spam: dict[tuple[str, str], tuple[str | None, str, float, str | None]] = {}
     low = f"{int(start * 1000)}-0"
     high = str(int((end + FLUSH_SLACK) * 1000))
     try:
@@ -84,11 +85,12 @@ async def _read(url: str, start: float, end: float, hosts: set[str], timeout: fl
     for index, row in enumerate(found.sent):
         verdict = spam.get((row.host, row.queue_id)) if row.queue_id else None
         if verdict is not None:
-            decision, action, score = verdict
+            decision, action, score, symbols = verdict
             found.sent[index] = row._replace(
                 decision=decision if decision is not None else row.decision,
                 spam_action=action,
                 spam_score=score,
+                spam_symbols=symbols,
             )
     return found
 
@@ -100,8 +102,8 @@ def totals(shared: SharedUsage, start: float, end: float) -> UsageTotals:
     try:
         db.executescript(SCHEMA)
         db.executemany(
-            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row[:11] for row in shared.sent),
+            "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row[:12] for row in shared.sent),
         )
         return totals_of(db, start, end)
     finally:
@@ -122,7 +124,7 @@ def _take(
     end: float,
     hosts: set[str],
     found: SharedUsage,
-    spam: dict[tuple[str, str], tuple[str | None, str, float]],
+    spam: dict[tuple[str, str], tuple[str | None, str, float, str | None]],
 ) -> None:
     if not isinstance(batch, dict) or not isinstance(batch.get("records"), list):
         found.skipped += 1
@@ -136,7 +138,13 @@ def _take(
             kind, at = record[0], float(record[1])
             if kind == SPAM:
                 # a verdict may come after the period's end; it still corrects its row
-                spam[(host, str(record[2]))] = (record[3], str(record[4]), float(record[5]))
+                named = record[6] if len(record) > 6 and isinstance(record[6], list) else []
+                spam[(host, str(record[2]))] = (
+                    record[3],
+                    str(record[4]),
+                    float(record[5]),
+                    " ".join(str(name) for name in named) or None,
+                )
                 continue
             if not start <= at < end:
                 continue
@@ -153,6 +161,7 @@ def _take(
                         None if pool is None else str(pool),
                         str(decision),
                         str(queue_id),
+                        None,
                         None,
                         None,
                         host,

@@ -4,7 +4,8 @@ the messages of a period (reports), and why messages are held (moderation)."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 
 class UsageLogUnreadable(Exception):
@@ -39,6 +40,8 @@ class SpamTotals:
 class UsageTotals:
     senders: list[SenderTotals]
     spam: list[SpamTotals]
+    symbols: dict[str, Counter[str]] = field(default_factory=dict)
+    """Per login: how often each rspamd symbol was among the heaviest of a verdict."""
 
 
 # Totals are summed by SQLite, not in Python: a week of a busy server is millions of
@@ -50,7 +53,7 @@ TOTALS = """
 SELECT login, sender,
        CASE WHEN decision = 'DUNNO' AND spam_action IS NULL THEN ''
             ELSE substr(decision, 1, 2) || coalesce(spam_action, '') END AS kind,
-       count(*), sum(recipients), sum(size), max(spam_score)
+       count(*), sum(recipients), sum(size), max(spam_score), group_concat(spam_symbols, ' ')
 FROM usage WHERE time >= ? AND time < ?
 GROUP BY login, sender, kind
 """
@@ -63,7 +66,8 @@ def totals_of(db: sqlite3.Connection, start: float, end: float) -> UsageTotals:
     """Raises sqlite3.Error."""
     senders: dict[tuple[str, str], list[int]] = {}
     spam: dict[tuple[str, str], list[float]] = {}
-    for login, sender, kind, messages, recipients, size, highest in db.execute(
+    symbols: dict[str, Counter[str]] = {}
+    for login, sender, kind, messages, recipients, size, highest, named in db.execute(
         TOTALS, (start, end)
     ):
         counts = senders.setdefault((login, sender), [0, 0, 0, 0, 0])
@@ -80,12 +84,15 @@ def totals_of(db: sqlite3.Connection, start: float, end: float) -> UsageTotals:
             acted = spam.setdefault((login, action), [0, 0.0])
             acted[0] += messages
             acted[1] = max(acted[1], highest or 0.0)
+            if named:
+                symbols.setdefault(login, Counter()).update(named.split())
     return UsageTotals(
         [SenderTotals(login, sender, *counts) for (login, sender), counts in senders.items()],
         [
             SpamTotals(login, action, int(acted[0]), acted[1])
             for (login, action), acted in spam.items()
         ],
+        symbols,
     )
 
 
