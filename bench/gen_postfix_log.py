@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from postwarden.reports.connections import PROVIDERS
+
 HOST = "mail"
 START = (2026, 11, 23, 0, 0, 0)
 """Local time of the first line; the last is ``days`` later."""
@@ -98,17 +100,6 @@ BOUNCES = {
         "Host not found",
     ),
 }
-PROVIDER = {
-    "gmail.com": "gmail",
-    "googlemail.com": "gmail",
-    "outlook.com": "microsoft",
-    "hotmail.com": "microsoft",
-    "live.com": "microsoft",
-    "msn.com": "microsoft",
-    "yahoo.com": "yahoo",
-    "ymail.com": "yahoo",
-    "aol.com": "yahoo",
-}
 
 
 class Generator:
@@ -139,7 +130,7 @@ class Generator:
         return f"{prefix}.{self.random.randint(1, 254)}"
 
     def mx(self, domain: str) -> tuple[str, str]:
-        kind = PROVIDER.get(domain, "other")
+        kind = PROVIDERS.get(domain, "other")
         if kind == "gmail":
             return "gmail-smtp-in.l.google.com", self.ip("142.250.102")
         if kind == "microsoft":
@@ -252,7 +243,7 @@ class Generator:
     def outcome(self, recipient: str, transport: str, retry: bool = False) -> tuple[str, str, str]:
         r = self.random
         domain = recipient.partition("@")[2]
-        kind = PROVIDER.get(domain, "other")
+        kind = PROVIDERS.get(domain, "other")
         mx, ip = self.mx(domain)
         relay = f"{mx}[{ip}]:25"
         roll = r.random()

@@ -6,15 +6,13 @@ every problem at once, each with file, line, column and dotted path.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from postwarden.gc_pause import cyclic_gc_paused
 from postwarden.policy.checks import run_checks
 from postwarden.policy.model_errors import convert
 from postwarden.policy.models import SECTIONS, Policy
@@ -55,22 +53,8 @@ def load_policy(
     secrets_path: Path | str | None = None,
     vault_password_file: Path | str | None = None,
 ) -> LoadedPolicy:
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         return _load_policy(Path(policy_path), secrets_path, vault_password_file)
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Loading makes millions of small containers and no reference cycles; the cyclic
-    collector would rescan the growing heap again and again (3x the load time at 100k
-    users). Reference counting still frees everything."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _load_policy(

@@ -106,22 +106,8 @@ class UsageLog:
         now = self.clock()
         if self.mirror is not None:
             self.mirror.add(row, now)
-        self._pending.append(
-            (
-                now,
-                row.login,
-                row.sender,
-                row.recipients,
-                row.size,
-                row.client,
-                row.pool,
-                row.decision,
-                row.queue_id,
-                None,
-                None,
-                None,
-            )
-        )
+        # the table's columns: the row's fields in order, then rspamd's verdict, later
+        self._pending.append((now, *row, None, None, None))
 
     def add_hold(self, queue_id: str, reason: str, login: str, sender: str) -> None:
         """Why message ``queue_id`` went to the hold queue (few: written with the rows)."""

@@ -55,20 +55,7 @@ class UsageStream:
         self._failing = False
 
     def add(self, row: UsageRow, at: float) -> None:
-        self._keep(
-            [
-                SENT,
-                at,
-                row.login,
-                row.sender,
-                row.recipients,
-                row.size,
-                row.client,
-                row.pool,
-                row.decision,
-                row.queue_id,
-            ]
-        )
+        self._keep([SENT, at, *row])
 
     def mark_spam(
         self,

@@ -27,9 +27,7 @@ that holds one).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import gc
 import gzip
 import math
 import re
@@ -39,6 +37,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TextIO
+
+from postwarden.gc_pause import cyclic_gc_paused
 
 DAY = 86400.0
 OUTBOUND = "smtp"
@@ -133,7 +133,7 @@ def read_deliveries(
     ``.gz``, as logrotate leaves old logs), as :func:`parse_deliveries` reads them,
     in a list."""
     log = DeliveryLog()
-    with _collecting():
+    with cyclic_gc_paused():
         log.deliveries = list(iter_deliveries(path, start, end, reference, log))
     return log
 
@@ -183,23 +183,9 @@ def parse_deliveries(
     """
     log = DeliveryLog()
     reader = _Reader(log, start, end, reference)
-    with _collecting():
+    with cyclic_gc_paused():
         log.deliveries = [d for block in blocks for d in reader.block(block)]
     return log
-
-
-@contextlib.contextmanager
-def _collecting() -> Iterator[None]:
-    """The records hold no cycles: without this pause the cyclic collector rescans
-    a growing list of them again and again (a sixth of the time for a million
-    lines)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _open(path: Path) -> TextIO:
