@@ -20,6 +20,7 @@ from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
 
 if TYPE_CHECKING:
+    from postwarden.policy.models import Policy
     from postwarden.policyd.settings import PolicydSettings
     from postwarden.reports.builders import Table
     from postwarden.reports.make import UsageSource
@@ -589,9 +590,17 @@ def report_command(
     """Outbound usage, connections, outgoing spam and abuse rules tripped, for a period.
 
     With the Redis store, the usage rows and events are those of every MTA sharing it."""
-    from postwarden.reports.make import POSTFIX_LOG, UnknownKind, check_kinds, make_report
+    from postwarden.reports.make import (
+        POSTFIX_LOG,
+        UnknownKind,
+        budgets_of,
+        check_kinds,
+        make_report,
+        pool_transports,
+    )
     from postwarden.reports.period import BadPeriod, period_of
     from postwarden.reports.postfix_log import PostfixLogUnreadable
+    from postwarden.reports.progress import shown_on_terminal
     from postwarden.reports.shared import SharedUsageUnreadable
     from postwarden.reports.usage import UsageLogUnreadable
 
@@ -613,13 +622,21 @@ def report_command(
         return
     assert period is not None
     try:
-        report = make_report(
-            kinds or [],
-            period,
-            usage,
-            postfix_logs,
-            _deployed_transports(settings) if "smtp_out_connections" in (kinds or []) else None,
+        policy = (
+            _deployed_policy(settings)
+            if {"smtp_out_connections", "smtp_out_usage"} & set(kinds or [])
+            else None
         )
+        with shown_on_terminal(enabled=True) as progress:
+            report = make_report(
+                kinds or [],
+                period,
+                usage,
+                postfix_logs,
+                pool_transports(policy) if policy is not None else None,
+                budgets_of(policy) if policy is not None else None,
+                progress,
+            )
     except (UsageLogUnreadable, SharedUsageUnreadable) as error:
         typer.echo(f"error: cannot read the usage log: {error}", err=True)
         raise typer.Exit(1) from None
@@ -669,14 +686,13 @@ def _write_report(
         to_file.write_text(text if text.endswith("\n") else text + "\n")
 
 
-def _deployed_transports(settings: PolicydSettings) -> dict[str, str] | None:
-    """The pool and address of each of Postfix's transports, from the deployed policy
-    when it can be read; without it the report names transports."""
-    from postwarden.reports.make import pool_transports
-
+def _deployed_policy(settings: PolicydSettings) -> Policy | None:
+    """The deployed policy when it can be read, for the names of the pools' transports
+    and the throttles' limits; without it the report names transports and shows no
+    throttle peaks."""
     secrets = settings.secrets if Path(settings.secrets).exists() else None
     try:
-        return pool_transports(load_policy(settings.policy, secrets).policy)
+        return load_policy(settings.policy, secrets).policy
     except (PolicyInvalid, OSError):
         return None
 

@@ -87,7 +87,7 @@ def test_the_table_has_the_documented_columns(usage: UsageLog, path: Path) -> No
         ("spam_score", "REAL", 0),
         ("spam_symbols", "TEXT", 0),
     ]
-    assert indexes == {"usage_time"}
+    assert indexes == {"usage_time", "usage_other_domain", "usage_not_passed"}
 
 
 def test_a_log_from_an_earlier_version_loses_its_login_index(path: Path, clock: Clock) -> None:
@@ -100,8 +100,45 @@ def test_a_log_from_an_earlier_version_loses_its_login_index(path: Path, clock: 
     reopened.close()
     with sqlite3.connect(path) as db:
         indexes = {i[1] for i in db.execute("PRAGMA index_list(usage)")}
-    assert indexes == {"usage_time"}
+    assert "usage_login" not in indexes
     assert len(rows(path)) == 1
+
+
+def test_the_reports_read_the_few_rows_through_their_covering_indexes(
+    path: Path, clock: Clock
+) -> None:
+    """The reports' queries must name their partial index's condition word for word,
+    or SQLite passes over every row again (reports/usage.py)."""
+    from postwarden.reports.usage import ALL_ROWS, NOT_PASSED, OTHER_DOMAIN
+
+    UsageLog(str(path), RETENTION, clock).close()
+    with sqlite3.connect(path) as db:
+
+        def plan(query: str) -> str:
+            return " ".join(
+                row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, (3600, 0, 1))
+            )
+
+        assert "COVERING INDEX usage_not_passed" in plan(NOT_PASSED)
+        assert "COVERING INDEX usage_other_domain" in plan(OTHER_DOMAIN)
+        assert "INDEX usage_time" in plan(ALL_ROWS)
+        # the partial indexes hold only their rows: an ordinary message is in neither
+        db.execute(
+            "INSERT INTO usage (time, login, sender, recipients, size, client, decision) "
+            "VALUES (0.5, 'a@example.com', 'a@example.com', 1, 1, '', 'DUNNO'), "
+            "(0.5, 'a@example.com', 'info@example.org', 1, 1, '', 'DUNNO'), "
+            "(0.5, 'a@example.com', 'a@example.com', 1, 1, '', 'HOLD spam')"
+        )
+        counted = {
+            name: db.execute(
+                f"SELECT count(*) FROM usage INDEXED BY {name} WHERE {where}"
+            ).fetchone()[0]
+            for name, where in [
+                ("usage_other_domain", OTHER_DOMAIN.split("WHERE ")[1].split(" AND time")[0]),
+                ("usage_not_passed", NOT_PASSED.split("WHERE ")[1].split(" AND time")[0]),
+            ]
+        }
+        assert counted == {"usage_other_domain": 1, "usage_not_passed": 1}
 
 
 def test_rows_appear_once_flushed(usage: UsageLog, path: Path, clock: Clock) -> None:

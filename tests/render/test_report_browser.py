@@ -276,7 +276,9 @@ def _sent(
     login: str, messages: int, spam: tuple[str, float] | None = None
 ) -> tuple[SenderTotals, list[SpamTotals]]:
     held = 1 if spam is not None else 0
-    sent = SenderTotals(login, login, messages, 2 * messages, 4000 * messages, held, 0)
+    sent = SenderTotals(
+        login, login.rpartition("@")[2], messages, 2 * messages, 4000 * messages, held, 0
+    )
     return sent, [SpamTotals(login, spam[0], 1, spam[1])] if spam is not None else []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -18,6 +19,38 @@ from postwarden.policyd.usage import UsageLog
 
 runner = CliRunner()
 DAY = 86400.0
+POLICY = """\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+throttles:
+  staff:
+    messages: 2/h
+    recipients: 100/d
+  org-wide:
+    messages: 10/h
+domains:
+  example.com:
+    throttle: staff
+  example.org:
+    shared_throttle: org-wide
+"""
+
+
+@pytest.fixture(autouse=True)
+def deployed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The policy and daemon settings the report finds as the deployed ones, so that
+    nothing on the machine running the tests is read."""
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY, encoding="utf-8")
+    settings = tmp_path / "policyd.yml"
+    settings.write_text(
+        f"policy: {policy}\nsecrets: {tmp_path / 'none.yml'}\n"
+        f"usage_log: {tmp_path / 'no-usage.sqlite'}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr("postwarden.policyd.settings.SETTINGS_PATH", str(settings))
+    return settings
 
 
 @pytest.fixture
@@ -89,7 +122,7 @@ def test_usage_and_spam_as_json(usage_log: str) -> None:
         "smtp_out_usage", "outgoing_spam", "--usage-log", usage_log, "--format", "json"
     )
     assert code == 0, output
-    by_login, by_domain, spam = json.loads(output)
+    by_login, by_domain, peaks, spam = json.loads(output)
     assert by_login["rows"] == [
         {
             "login": "alice@example.com",
@@ -118,6 +151,37 @@ def test_usage_and_spam_as_json(usage_log: str) -> None:
     ]
     assert [row["domain"] for row in by_domain["rows"]] == ["example.com", "example.org"]
     assert by_domain["rows"][1]["refused"] == 1
+    # what each throttle counted at its busiest: alice's refused message is not counted,
+    # her held one is; the shared budget of example.org counts bob's passed message
+    with sqlite3.connect(usage_log) as db:
+        (written,) = db.execute("SELECT max(time) FROM usage").fetchone()
+    hour = time.strftime("%Y-%m-%d %H:00 UTC", time.gmtime(written))
+    assert peaks["rows"] == [
+        {
+            "throttle": "staff (messages)",
+            "limit": "2/h",
+            "peak": 2,
+            "% used": 100.0,
+            "by": "alice@example.com",
+            "window from": hour,
+        },
+        {
+            "throttle": "org-wide (messages)",
+            "limit": "10/h",
+            "peak": 1,
+            "% used": 10.0,
+            "by": "example.org",
+            "window from": hour,
+        },
+        {
+            "throttle": "staff (recipients)",
+            "limit": "100/d",
+            "peak": 5,
+            "% used": 5.0,
+            "by": "alice@example.com",
+            "window from": hour,
+        },
+    ]
     assert spam["rows"] == [
         {
             "login": "=bob@example.org",
@@ -248,7 +312,7 @@ def test_dates_choose_the_period(usage_log: str) -> None:
         "json",
     )
     assert code == 0, output
-    by_login, _, rules, _ = json.loads(output)
+    by_login, _, _, rules, _ = json.loads(output)
     assert [row["login"] for row in by_login["rows"]] == ["old@example.com"]
     assert [row["rule"] for row in rules["rows"]] == ["same-size burst"]
 

@@ -615,12 +615,20 @@ def test_the_report_timer_mails_the_report(host: Any) -> None:
         "Outbound SMTP by destination provider",
         "Outgoing spam by login",
         "Abuse rules tripped",
+        "Throttles at their peak",
     ):
         assert title in plain, plain
     # the spam held earlier in this run, and the harvester banned
     assert "outgoing spam" in plain, plain
     assert "harvesting ban" in plain, plain
     assert "<svg" in html.get_content()
+    # alice's 200 messages within the hour: counted in clock hours, at least half of
+    # them fell in one; never more than the 200 the daemon let through
+    row = next(line for line in plain.splitlines() if "staff (messages)" in line)
+    cells = [cell.strip() for cell in re.split(r"[│|]", row) if cell.strip()]
+    assert cells[1] == "200/h", row
+    assert 100 <= int(cells[2]) <= 200, row
+    assert cells[4] == "alice@example.com", row
 
 
 # ------------------------------------------------------------------ measured events

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from postwarden.reports.peaks import Peak
 from postwarden.reports.usage import Raised, UsageTotals
 
 
@@ -28,10 +29,11 @@ def smtp_out_usage(totals: UsageTotals) -> list[Table]:
     by_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
     for sent in totals.senders:
         numbers = (sent.messages, sent.recipients, sent.bytes, sent.held, sent.refused)
-        for counts in (by_login[sent.login], by_domain[sent.sender.rpartition("@")[2] or "<>"]):
+        for counts in (by_login[sent.login], by_domain[sent.domain or "<>"]):
             for slot, number in enumerate(numbers):
                 counts[slot] += number
     columns = ("messages", "recipients", "bytes", "held", "refused")
+    peaks = [] if totals.peaks is None else [throttle_peaks(totals.peaks)]
     return [
         Table(
             "Outbound mail by login",
@@ -45,7 +47,30 @@ def smtp_out_usage(totals: UsageTotals) -> list[Table]:
             [(key, *counts) for key, counts in _busiest(by_domain)],
             chart="messages",
         ),
+        *peaks,
     ]
+
+
+def throttle_peaks(peaks: list[Peak]) -> Table:
+    """Each throttle's limits, fullest first, with the subject that came closest and
+    when (reports/peaks.py says how a window is counted)."""
+    ordered = sorted(peaks, key=lambda p: (-p.share, p.limit.throttle, p.limit.what))
+    return Table(
+        "Throttles at their peak",
+        ("throttle", "limit", "peak", "% used", "by", "window from"),
+        [
+            (
+                f"{peak.limit.throttle} ({peak.limit.what})",
+                peak.limit.text,
+                peak.used,
+                round(100 * peak.share, 1),
+                peak.subject,
+                _when(peak.start) if peak.used else "",
+            )
+            for peak in ordered
+        ],
+        chart="% used",
+    )
 
 
 def outgoing_spam(totals: UsageTotals) -> list[Table]:

@@ -15,7 +15,14 @@ from postwarden.policy.models import Policy
 from postwarden.policyd.notify import relay_message
 from postwarden.policyd.resp import RespClient, RespError, reason
 from postwarden.reports.html import as_html
-from postwarden.reports.make import POSTFIX_LOG, Report, UsageSource, make_report, pool_transports
+from postwarden.reports.make import (
+    POSTFIX_LOG,
+    Report,
+    UsageSource,
+    budgets_of,
+    make_report,
+    pool_transports,
+)
 from postwarden.reports.output import as_text
 from postwarden.reports.period import Period
 
@@ -90,7 +97,14 @@ def mail_report(
     now = time.time() if now is None else now
     scheduled = period is None
     period = period or Period(now - PERIODS[entry.schedule], now)
-    report = make_report(list(entry.include), period, usage, postfix_logs, pool_transports(policy))
+    report = make_report(
+        list(entry.include),
+        period,
+        usage,
+        postfix_logs,
+        pool_transports(policy),
+        budgets_of(policy),
+    )
     if scheduled and usage.redis_url is not None:
         slot = time.strftime(SLOTS[entry.schedule], time.localtime(now))
         holder = claim(usage.redis_url, f"{CLAIMS}{name}:{slot}", PERIODS[entry.schedule])

@@ -3,7 +3,8 @@ each kind is made from, with a word on anything that was left out and why."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -11,8 +12,10 @@ from postwarden.policy.models import Policy
 from postwarden.policy.models.reports import ReportKind
 from postwarden.reports.builders import FROM_USAGE, Table, abuse_detection
 from postwarden.reports.connections import smtp_out_connections
+from postwarden.reports.peaks import Budgets
 from postwarden.reports.period import Period
 from postwarden.reports.postfix_log import DeliveryLog, iter_deliveries
+from postwarden.reports.progress import Progress, Silent
 from postwarden.reports.shared import read_shared, totals
 from postwarden.reports.usage import Raised, UsageTotals, read_events, read_totals
 
@@ -35,7 +38,9 @@ class UsageSource:
     hosts: tuple[str, ...] = ()
     """Only these MTAs (the shared stream only); none: all of them."""
 
-    def read(self, period: Period, events: bool) -> tuple[UsageTotals, list[Raised], list[str]]:
+    def read(
+        self, period: Period, events: bool, budgets: Budgets | None = None
+    ) -> tuple[UsageTotals, list[Raised], list[str]]:
         """Raises UsageLogUnreadable or SharedUsageUnreadable."""
         if self.redis_url is not None:
             shared = read_shared(self.redis_url, period.start, period.end, self.hosts)
@@ -45,10 +50,10 @@ class UsageSource:
                 notes.append(f"no usage rows from {', '.join(missing)} in this period")
             if shared.skipped:
                 notes.append(f"{shared.skipped} record(s) of the usage stream could not be read")
-            return totals(shared, period.start, period.end), shared.events, notes
+            return totals(shared, period.start, period.end, budgets), shared.events, notes
         assert self.path is not None
         raised = read_events(self.path, period.start, period.end) if events else []
-        return read_totals(self.path, period.start, period.end), raised, []
+        return read_totals(self.path, period.start, period.end, budgets), raised, []
 
 
 @dataclass(frozen=True)
@@ -82,22 +87,43 @@ def pool_transports(policy: Policy) -> dict[str, str]:
     return named
 
 
+def _staged(shown: Progress, path: str) -> Callable[[int], None]:
+    """A new stage of the progress for one log, sized when the log is opened."""
+    try:
+        size: int | None = os.stat(path).st_size
+    except OSError:
+        size = None
+    shown.stage(f"reading {os.path.basename(path)}", size)
+    return shown.update
+
+
+def budgets_of(policy: Policy) -> Budgets:
+    """The throttles each login's mail counts against, as the daemon sees them."""
+    from postwarden.policyd.view import compile_view
+
+    return Budgets(compile_view(policy))
+
+
 def make_report(
     kinds: Sequence[str],
     period: Period,
     usage: UsageSource,
     postfix_logs: Sequence[str] = (POSTFIX_LOG,),
     transports: dict[str, str] | None = None,
+    budgets: Budgets | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Raises UsageLogUnreadable, SharedUsageUnreadable or PostfixLogUnreadable when a
     source the kinds need cannot be read."""
+    shown = progress or Silent()
     kinds = check_kinds(kinds)
     tables: list[Table] = []
     notes: list[str] = []
     usage_totals = UsageTotals([], [])
     raised: list[Raised] = []
     if set(kinds) & {*FROM_USAGE, "abuse_detection"}:
-        usage_totals, raised, notes = usage.read(period, "abuse_detection" in kinds)
+        shown.stage("summing the usage log", None)
+        usage_totals, raised, notes = usage.read(period, "abuse_detection" in kinds, budgets)
     for kind in kinds:
         if kind in FROM_USAGE:
             tables += FROM_USAGE[kind](usage_totals)
@@ -108,7 +134,9 @@ def make_report(
             deliveries = (
                 delivery
                 for path, log in zip(postfix_logs, logs, strict=True)
-                for delivery in iter_deliveries(path, period.start, period.end, log=log)
+                for delivery in iter_deliveries(
+                    path, period.start, period.end, log=log, progress=_staged(shown, path)
+                )
                 if not usage.hosts or delivery.host in usage.hosts
             )
             tables += smtp_out_connections(deliveries, transports)

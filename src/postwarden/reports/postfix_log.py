@@ -33,7 +33,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TextIO
@@ -144,16 +144,19 @@ def iter_deliveries(
     end: float | None = None,
     reference: float | None = None,
     log: DeliveryLog | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[Delivery]:
     """The same one at a time, so that memory stays flat however long the log: what
     a report that only counts should use. The counts of lines go to ``log`` as the
     reading goes. A log that cannot be opened raises PostfixLogUnreadable here; one
-    that breaks later (a cut .gz), while iterating."""
+    that breaks later (a cut .gz), while iterating. ``progress`` is told how many
+    bytes of the file were read, after each block."""
     try:
         handle = _open(Path(path))
     except OSError as error:
         raise PostfixLogUnreadable(f"{path}: {error.strerror or error}") from None
-    return _streamed(str(path), handle, _Reader(log or DeliveryLog(), start, end, reference))
+    reader = _Reader(log or DeliveryLog(), start, end, reference)
+    return _streamed(str(path), handle, reader, progress)
 
 
 def parse_deliveries(
@@ -194,15 +197,27 @@ def _open(path: Path) -> TextIO:
     return path.open(encoding="utf-8", errors="replace")
 
 
-def _streamed(path: str, handle: TextIO, reader: _Reader) -> Iterator[Delivery]:
+def _streamed(
+    path: str, handle: TextIO, reader: _Reader, progress: Callable[[int], None] | None
+) -> Iterator[Delivery]:
     with handle:
         try:
             for block in _blocks(handle):
                 yield from reader.block(block)
+                if progress is not None:
+                    progress(_position(handle))
         except OSError as error:
             raise PostfixLogUnreadable(f"{path}: {error.strerror or error}") from None
         except EOFError:
             raise PostfixLogUnreadable(f"{path}: the compressed file is cut short") from None
+
+
+def _position(handle: TextIO) -> int:
+    """How far into the file on disk: a compressed log's compressed bytes."""
+    binary = getattr(handle, "buffer", None)
+    inner = getattr(binary, "fileobj", None) or binary
+    tell = getattr(inner, "tell", None)
+    return int(tell()) if callable(tell) else 0
 
 
 def _blocks(handle: TextIO) -> Iterator[str]:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from postwarden.policyd.resp import RespClient, RespError, reason
 from postwarden.policyd.usage import SCHEMA
 from postwarden.policyd.usage_stream import EVENT, SENT, SPAM, STREAM
+from postwarden.reports.peaks import Budgets
 from postwarden.reports.usage import Raised, UsageTotals, totals_of
 
 FLUSH_SLACK = 60.0
@@ -95,7 +96,9 @@ async def _read(url: str, start: float, end: float, hosts: set[str], timeout: fl
     return found
 
 
-def totals(shared: SharedUsage, start: float, end: float) -> UsageTotals:
+def totals(
+    shared: SharedUsage, start: float, end: float, budgets: Budgets | None = None
+) -> UsageTotals:
     """The same totals the host's own log gives, by the same query, over the rows of
     every host (in a database in memory)."""
     db = sqlite3.connect(":memory:")
@@ -105,7 +108,8 @@ def totals(shared: SharedUsage, start: float, end: float) -> UsageTotals:
             "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row[:12] for row in shared.sent),
         )
-        return totals_of(db, start, end)
+        db.commit()
+        return totals_of(db, start, end, budgets)
     finally:
         db.close()
 
