@@ -743,6 +743,60 @@ def _mail_report(
         typer.echo(f"report {name} ({described}) mailed to {', '.join(mailed.to)}")
 
 
+@app.command("passwd")
+def passwd_command(
+    address: Annotated[str, typer.Argument(help="The user.", show_default=False)],
+    policy: Annotated[
+        Path, typer.Option("--policy", help="The policy file the user is in.")
+    ] = Path("policy.yml"),
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    stdin: Annotated[
+        bool,
+        typer.Option("--stdin", help="Read the password as one line from stdin, not a prompt."),
+    ] = False,
+) -> None:
+    """Set a user's password: checked against password_policy, hashed in its scheme,
+    written into the secrets file (kept encrypted when it is) with the time it was set."""
+    from postwarden.accounts.passwd import Refused, account_of, change_password
+    from postwarden.policy.load import default_secrets_path
+
+    try:  # only errors: the policy's warnings are not this command's business
+        loaded = load_policy(policy, secrets, vault_password_file)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(policy), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    try:
+        account_of(loaded, address)  # before asking for a password
+    except Refused as refused:
+        typer.echo(f"error: {refused.reasons[0]}", err=True)
+        raise typer.Exit(1) from None
+    if stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+    else:
+        password = typer.prompt(
+            f"New password for {address}", hide_input=True, confirmation_prompt=True
+        )
+    try:
+        account = change_password(
+            loaded,
+            address,
+            password,
+            secrets or default_secrets_path(policy),
+            vault_password_file,
+        )
+    except Refused as refused:
+        typer.echo("error: the password was not set:", err=True)
+        for reason in refused.reasons:
+            typer.echo(f"  - {reason}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"password of {account.address} set in {secrets or default_secrets_path(policy)}; "
+        "deploy to make it live"
+    )
+
+
 @app.command()
 def schema(
     output: Annotated[

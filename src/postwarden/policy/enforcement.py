@@ -14,15 +14,10 @@ from postwarden.policy.models import Policy
 from postwarden.policy.problems import Finding
 
 NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
-    ("password_policy", "min_length"): "no command sets passwords yet",
-    ("password_policy", "min_character_classes"): "no command sets passwords yet",
-    ("password_policy", "forbid_common"): "no command sets or audits passwords yet",
-    ("password_policy", "forbid_personal"): "no command sets or audits passwords yet",
     ("password_policy", "max_age"): "passwords do not expire yet",
     ("password_policy", "audit"): "passwords are not audited yet",
     ("password_policy", "audit", "schedule"): "passwords are not audited yet",
     ("password_policy", "audit", "notify_users"): "passwords are not audited yet",
-    ("users", "*", "name"): "display names serve the password checks, which are not built yet",
 }
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
@@ -37,23 +32,10 @@ _SUFFIX = "not enforced by this version of postwarden"
 def not_enforced(policy: Policy) -> Iterator[Finding]:
     """A warning for each setting the policy declares that this version ignores."""
     settings = policy.password_policy
-    for key in ("min_length", "min_character_classes", "forbid_common", "forbid_personal"):
-        if key in settings.model_fields_set:
-            yield _warning(("password_policy", key))
     if settings.max_age is not None:
         yield _warning(("password_policy", "max_age"))
     if settings.audit is not None:
         yield _warning(("password_policy", "audit"))
-    named = [address for address, user in policy.users.items() if user.name is not None]
-    if named:
-        # one warning for all of them, at the first
-        yield Finding(
-            ("users", named[0], "name"),
-            f"{_SUFFIX}: {NOT_ENFORCED_KEYS[('users', '*', 'name')]}"
-            + (f" (nor the {len(named) - 1} other names)" if len(named) > 1 else ""),
-            "keep them for a later version",
-            severity="warning",
-        )
     for index, event in enumerate(policy.events):
         reason = NOT_ENFORCED_EVENTS.get(event.on)
         if reason is not None:

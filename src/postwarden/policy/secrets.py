@@ -17,6 +17,9 @@ from postwarden.policy.suggest import did_you_mean
 from postwarden.policy.units import describe, invalid, parse_text
 
 PASSWORD_HASHES = "password_hashes"
+PASSWORD_SET = "password_set"
+"""When each user's password was set (postwarden passwd writes it): what max_age counts from."""
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Secrets:
     damaged: bool = False
     """The file could not be read whole; its own errors say why, so references are not
     reported again as unknown."""
+    password_set: dict[str, float] = field(default_factory=dict)
+    """By address (lower case): when its password was set, epoch seconds."""
 
 
 def _resolve_secret(value: Any, info: ValidationInfo) -> SecretValue:

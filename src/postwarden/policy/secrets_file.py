@@ -7,6 +7,7 @@ No secret value is ever part of a finding.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from postwarden.policy.problems import Finding
 from postwarden.policy.secret_types import VaultText
-from postwarden.policy.secrets import PASSWORD_HASHES, Secrets
+from postwarden.policy.secrets import PASSWORD_HASHES, PASSWORD_SET, TIME_FORMAT, Secrets
 from postwarden.policy.yaml_source import YamlDocument, parse, yaml_findings
 
 VAULT_HEADER = b"$ANSIBLE_VAULT;"
@@ -28,7 +29,7 @@ class SecretsSource:
     findings: list[Finding] = field(default_factory=list)
 
 
-class _Vault:
+class Vault:
     """Opens the vault lazily: ansible-core is imported only for encrypted files."""
 
     def __init__(self, password_file: Path | None) -> None:
@@ -40,6 +41,22 @@ class _Vault:
             self._lib = self._open()
         result: bytes = self._lib.decrypt(ciphertext)
         return result
+
+    def encrypt_value(self, text: str) -> str:
+        """As `ansible-vault encrypt_string` makes it: the vault text, for a !vault value."""
+        if self._lib is None:
+            self._lib = self._open()
+        made: bytes = self._lib.encrypt(text.encode("utf-8"))
+        return made.decode("ascii")
+
+    def encrypt_file(self, plaintext: bytes, original: bytes) -> bytes:
+        """A whole file encrypted again, with the vault ID its header named."""
+        if self._lib is None:
+            self._lib = self._open()
+        header = original.lstrip().split(b"\n", 1)[0].decode("ascii", "replace").split(";")
+        vault_id = header[3].strip() if len(header) > 3 and header[3].strip() else None
+        made: bytes = self._lib.encrypt(plaintext, vault_id=vault_id)
+        return made
 
     def _open(self) -> Any:
         if self.password_file is None:
@@ -70,6 +87,16 @@ class VaultUnavailable(Exception):
         self.hint = hint
 
 
+def open_vault(password_file: Path | None) -> Vault:
+    """The vault to decrypt and encrypt with; VaultUnavailable now when there is no
+    password file (named, or in the environment) or it cannot be read."""
+    if password_file is None and os.environ.get(VAULT_PASSWORD_ENV):
+        password_file = Path(os.environ[VAULT_PASSWORD_ENV])
+    vault = Vault(password_file)
+    vault._lib = vault._open()
+    return vault
+
+
 def load_secrets(
     path: Path | None, explicit: bool, vault_password_file: Path | None
 ) -> SecretsSource:
@@ -90,7 +117,7 @@ def _load(path: Path | None, explicit: bool, vault_password_file: Path | None) -
                 Finding((), f"the secrets file {path} does not exist", source="secrets", at=(0, 0))
             )
         return source
-    vault = _Vault(vault_password_file)
+    vault = Vault(vault_password_file)
     try:
         raw = path.read_bytes()
         if raw.lstrip().startswith(VAULT_HEADER):
@@ -111,8 +138,8 @@ def _load(path: Path | None, explicit: bool, vault_password_file: Path | None) -
             Finding((), "the secrets file must be a mapping of names to values", source="secrets")
         )
         return source
-    values, hashes = _read_entries(document.data, vault, source.findings)
-    source.secrets = Secrets(values, hashes, str(path))
+    values, hashes, set_at = _read_entries(document.data, vault, source.findings)
+    source.secrets = Secrets(values, hashes, str(path), password_set=set_at)
     return source
 
 
@@ -130,21 +157,57 @@ def _vault_reason(error: Exception) -> str:
 
 
 def _read_entries(
-    data: dict[Any, Any], vault: _Vault, findings: list[Finding]
-) -> tuple[dict[str, str], dict[str, str]]:
+    data: dict[Any, Any], vault: Vault, findings: list[Finding]
+) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
     values: dict[str, str] = {}
     hashes: dict[str, str] = {}
+    set_at: dict[str, float] = {}
     for name, value in data.items():
         if name == PASSWORD_HASHES:
             hashes = _read_hashes(value, vault, findings)
             continue
+        if name == PASSWORD_SET:
+            set_at = _read_times(value, findings)
+            continue
         text = _secret_text(value, (str(name),), vault, findings)
         if text is not None:
             values[str(name)] = text
-    return values, hashes
+    return values, hashes, set_at
 
 
-def _read_hashes(value: Any, vault: _Vault, findings: list[Finding]) -> dict[str, str]:
+def _read_times(value: Any, findings: list[Finding]) -> dict[str, float]:
+    """password_set: address -> when its password was set (UTC, as passwd writes it)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        findings.append(
+            Finding(
+                (PASSWORD_SET,),
+                "password_set must map user addresses to times",
+                "postwarden passwd writes it; for example 2026-12-07T10:00:00Z",
+                source="secrets",
+            )
+        )
+        return {}
+    times = {}
+    for address, item in value.items():
+        try:
+            moment = datetime.datetime.strptime(str(item), TIME_FORMAT)
+        except ValueError:
+            findings.append(
+                Finding(
+                    (PASSWORD_SET, str(address)),
+                    f"{item!r} is not a time as postwarden passwd writes it",
+                    "write it as 2026-12-07T10:00:00Z (UTC)",
+                    source="secrets",
+                )
+            )
+            continue
+        times[str(address).lower()] = moment.replace(tzinfo=datetime.UTC).timestamp()
+    return times
+
+
+def _read_hashes(value: Any, vault: Vault, findings: list[Finding]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -165,7 +228,7 @@ def _read_hashes(value: Any, vault: _Vault, findings: list[Finding]) -> dict[str
 
 
 def _secret_text(
-    value: Any, path: tuple[str, ...], vault: _Vault, findings: list[Finding]
+    value: Any, path: tuple[str, ...], vault: Vault, findings: list[Finding]
 ) -> str | None:
     if isinstance(value, VaultText):
         try:

@@ -1,0 +1,1 @@
+"""Accounts: the password policy where passwords are set and audited."""
