@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from postwarden.accounts.audit import DEFAULT_COMMON_TRIES
 from postwarden.policy.load import LoadedPolicy, PolicyInvalid, load_policy
 from postwarden.policy.problems import Problem, dumps, errors, to_json
 from postwarden.render.guard import UnsafeValue
@@ -795,6 +796,111 @@ def passwd_command(
         f"password of {account.address} set in {secrets or default_secrets_path(policy)}; "
         "deploy to make it live"
     )
+
+
+audit_app = typer.Typer(help="Audits of what is already deployed.")
+app.add_typer(audit_app, name="audit")
+
+
+class AuditFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@audit_app.command("passwords")
+def audit_passwords(
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="The policy [default: the deployed one, by its settings]."),
+    ] = None,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    output: Annotated[AuditFormat, typer.Option("--format", help="Output format.")] = (
+        AuditFormat.table
+    ),
+    common: Annotated[
+        int,
+        typer.Option(
+            "--common", min=0, max=10_000, help="How many of the most common passwords to try."
+        ),
+    ] = DEFAULT_COMMON_TRIES,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", min=1, help="Tries at once [default: the cores].")
+    ] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="postwarden-policyd's settings, for the deployed policy."),
+    ] = None,
+    notify: Annotated[
+        bool,
+        typer.Option(
+            "--notify",
+            help="On failures, raise password.audit_failed to its channels, and tell each "
+            "user when audit.notify_users is set (what the audit timer runs).",
+        ),
+    ] = False,
+) -> None:
+    """Users with no password, a hash in another scheme, a password past max_age or
+    of unknown age, or one of the most common or built from their own name; exit 1
+    when any. Says how many guesses it will make, makes them on every core."""
+    import os
+
+    from postwarden.accounts.audit import guess, plan_audit
+    from postwarden.reports.progress import shown_on_terminal
+
+    if policy is None:
+        settings = _daemon_settings(settings_file)
+        policy = Path(settings.policy)
+        if secrets is None and Path(settings.secrets).exists():
+            secrets = Path(settings.secrets)
+    try:
+        loaded = load_policy(policy, secrets, vault_password_file)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(policy), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    plan = plan_audit(loaded.policy, loaded.secrets, common)
+    cores = jobs or os.cpu_count() or 1
+    estimate = plan.tries * plan.seconds_per_try() / cores
+    typer.echo(
+        f"auditing {len(loaded.policy.users)} users: {plan.tries} guesses against "
+        f"{len(plan.guessing)} hashes, about {estimate:.0f} s on {cores} cores",
+        err=True,
+    )
+    with shown_on_terminal(enabled=True) as progress:
+        progress.stage("guessing", plan.tries)
+        failures = plan.failures + guess(plan, jobs, progress.update)
+    failures.sort(key=lambda f: (f.address, f.problem))
+    if output is AuditFormat.json:
+        typer.echo(
+            dumps([{"user": f.address, "problem": f.problem, "detail": f.detail} for f in failures])
+        )
+    else:
+        from postwarden.reports.builders import Table
+        from postwarden.reports.output import as_text
+
+        if failures:
+            table = Table(
+                "Passwords that fail the audit",
+                ("user", "problem", "detail"),
+                [(f.address, f.problem, f.detail) for f in failures],
+            )
+            typer.echo(as_text([table]), nl=False)
+        else:
+            typer.echo("every password passes the audit")
+    if notify and failures:
+        import time
+
+        from postwarden.accounts.audit_notify import notify as send
+
+        sent = send(loaded.policy, failures, time.time())
+        for name in sent.channels:
+            typer.echo(f"password.audit_failed sent to {name}", err=True)
+        if sent.users:
+            typer.echo(f"told {len(sent.users)} users: {', '.join(sent.users)}", err=True)
+        for problem in sent.failed:
+            typer.echo(f"error: not sent: {problem}", err=True)
+    if failures:
+        raise typer.Exit(1)
 
 
 @app.command()
