@@ -270,3 +270,36 @@ def test_bad_input_gets_a_clear_error_and_the_file_stays(
     assert "--vault-password-file" in output
     assert secrets.read_bytes() == encrypted
     assert not [p for p in policy.parent.iterdir() if p.name.startswith(".secrets.yml.")]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # no section yet, no line break at the end
+        ("relay_password: x", 'relay_password: x\npassword_hashes:\n  a@example.com: "H"\n'),
+        # an empty flow mapping, as the example has
+        ("password_hashes: {}\n", 'password_hashes:\n  a@example.com: "H"\n'),
+        # a flow mapping with entries becomes a block, the old entry as written
+        (
+            'password_hashes: {b@example.com: "B"}\n',
+            'password_hashes:\n  b@example.com: "B"\n  a@example.com: "H"\n',
+        ),
+        # a section left empty
+        ("password_hashes:\nother: 1\n", 'password_hashes:\n  a@example.com: "H"\nother: 1\n'),
+        # four-space indentation and a comment after the last entry are kept
+        (
+            'password_hashes:\n    b@example.com: "B"  # bob\n# next\nother: 1\n',
+            'password_hashes:\n    b@example.com: "B"  # bob\n    a@example.com: "H"\n'
+            "# next\nother: 1\n",
+        ),
+        # the entry is replaced where it is, whatever the case of the key
+        (
+            'password_hashes:\n  A@Example.com: "old"  # hers\n  b@example.com: "B"\n',
+            'password_hashes:\n  A@Example.com: "H"  # hers\n  b@example.com: "B"\n',
+        ),
+    ],
+)
+def test_the_entry_lands_where_a_person_would_put_it(before: str, after: str) -> None:
+    from postwarden.accounts.secrets_edit import Entry, _with_entry
+
+    assert _with_entry(before, Entry("password_hashes", "a@example.com", '"H"')) == after
