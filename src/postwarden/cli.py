@@ -21,7 +21,9 @@ from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
 
 if TYPE_CHECKING:
+    from postwarden.accounts.audit import Failure
     from postwarden.policy.models import Policy
+    from postwarden.policy.secrets import Secrets
     from postwarden.policyd.settings import PolicydSettings
     from postwarden.reports.builders import Table
     from postwarden.reports.make import UsageSource
@@ -831,6 +833,14 @@ def audit_passwords(
         Path | None,
         typer.Option("--settings", help="postwarden-policyd's settings, for the deployed policy."),
     ] = None,
+    passdb: Annotated[
+        Path | None,
+        typer.Option(
+            "--passdb",
+            help="Dovecot's passwd-file to take the hashes from [default on a host: "
+            "the deployed one].",
+        ),
+    ] = None,
     notify: Annotated[
         bool,
         typer.Option(
@@ -848,17 +858,10 @@ def audit_passwords(
     from postwarden.accounts.audit import guess, plan_audit
     from postwarden.reports.progress import shown_on_terminal
 
-    if policy is None:
-        settings = _daemon_settings(settings_file)
-        policy = Path(settings.policy)
-        if secrets is None and Path(settings.secrets).exists():
-            secrets = Path(settings.secrets)
-    try:
-        loaded = load_policy(policy, secrets, vault_password_file)
-    except PolicyInvalid as invalid:
-        _report_invalid(str(policy), invalid.problems, OutputFormat.text)
-        raise typer.Exit(1) from None
-    plan = plan_audit(loaded.policy, loaded.secrets, common)
+    # a policy given is audited as it is; without one, the deployed one is
+    settings = _daemon_settings(settings_file) if policy is None else None
+    loaded, held = _audited(policy, secrets, vault_password_file, settings, passdb)
+    plan = plan_audit(loaded.policy, held, common)
     cores = jobs or os.cpu_count() or 1
     estimate = plan.tries * plan.seconds_per_try() / cores
     typer.echo(
@@ -870,37 +873,108 @@ def audit_passwords(
         progress.stage("guessing", plan.tries)
         failures = plan.failures + guess(plan, jobs, progress.update)
     failures.sort(key=lambda f: (f.address, f.problem))
+    _show_audit(failures, output)
+    if notify and failures:
+        _notify_audit(loaded.policy, failures, settings)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _audited(
+    policy: Path | None,
+    secrets: Path | None,
+    vault_password_file: Path | None,
+    settings: PolicydSettings | None,
+    passdb: Path | None,
+) -> tuple[LoadedPolicy, Secrets]:
+    """The policy to audit and the secrets to audit it with. Without a policy, the
+    deployed one, and the hashes from Dovecot's passdb: on a host the daemon's
+    secrets file never holds them."""
+    from dataclasses import replace
+
+    from postwarden.accounts.audit import hashes_from_passdb
+    from postwarden.render.dovecot import DATA_DIR
+
+    if policy is None:
+        assert settings is not None
+        policy = Path(settings.policy)
+        if secrets is None and Path(settings.secrets).exists():
+            secrets = Path(settings.secrets)
+        passdb = passdb or Path(f"{DATA_DIR}/passwords")
+    try:
+        loaded = load_policy(policy, secrets, vault_password_file)
+    except PolicyInvalid as invalid:
+        _report_invalid(str(policy), invalid.problems, OutputFormat.text)
+        raise typer.Exit(1) from None
+    if passdb is None:
+        return loaded, loaded.secrets
+    try:
+        return loaded, replace(loaded.secrets, password_hashes=hashes_from_passdb(passdb))
+    except OSError as error:
+        typer.echo(f"error: cannot read the hashes in {passdb}: {error.strerror}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _show_audit(failures: list[Failure], output: AuditFormat) -> None:
     if output is AuditFormat.json:
         typer.echo(
             dumps([{"user": f.address, "problem": f.problem, "detail": f.detail} for f in failures])
         )
-    else:
-        from postwarden.reports.builders import Table
-        from postwarden.reports.output import as_text
+        return
+    if not failures:
+        typer.echo("every password passes the audit")
+        return
+    from postwarden.reports.builders import Table
+    from postwarden.reports.output import as_text
 
-        if failures:
-            table = Table(
-                "Passwords that fail the audit",
-                ("user", "problem", "detail"),
-                [(f.address, f.problem, f.detail) for f in failures],
-            )
-            typer.echo(as_text([table]), nl=False)
-        else:
-            typer.echo("every password passes the audit")
-    if notify and failures:
-        import time
+    table = Table(
+        "Passwords that fail the audit",
+        ("user", "problem", "detail"),
+        [(f.address, f.problem, f.detail) for f in failures],
+    )
+    typer.echo(as_text([table]), nl=False)
 
-        from postwarden.accounts.audit_notify import notify as send
 
-        sent = send(loaded.policy, failures, time.time())
-        for name in sent.channels:
-            typer.echo(f"password.audit_failed sent to {name}", err=True)
-        if sent.users:
-            typer.echo(f"told {len(sent.users)} users: {', '.join(sent.users)}", err=True)
-        for problem in sent.failed:
-            typer.echo(f"error: not sent: {problem}", err=True)
-    if failures:
-        raise typer.Exit(1)
+def _notify_audit(
+    policy: Policy, failures: list[Failure], settings: PolicydSettings | None
+) -> None:
+    """--notify; ``settings`` on a host, where the MTAs sharing Redis notify once."""
+    import time
+
+    from postwarden.accounts.audit_notify import notify
+
+    now = time.time()
+    holder = _audit_claim(policy, settings, now) if settings is not None else None
+    if holder is not None:
+        typer.echo(f"password.audit_failed already sent by {holder}", err=True)
+        return
+    sent = notify(policy, failures, now)
+    for name in sent.channels:
+        typer.echo(f"password.audit_failed sent to {name}", err=True)
+    if sent.users:
+        typer.echo(f"told {len(sent.users)} users: {', '.join(sent.users)}", err=True)
+    for problem in sent.failed:
+        typer.echo(f"error: not sent: {problem}", err=True)
+
+
+def _audit_claim(policy: Policy, settings: PolicydSettings, now: float) -> str | None:
+    """When the MTAs share a Redis store, their audit timers fire together: the first
+    to claim the schedule's period notifies, the others say who did."""
+    import time
+
+    from postwarden.reports.mailing import PERIODS, SLOTS, CannotMail, claim
+
+    audit = policy.password_policy.audit
+    if audit is None or settings.store != "redis" or not settings.redis_url:
+        return None
+    slot = time.strftime(SLOTS[audit.schedule], time.localtime(now))
+    try:
+        return claim(
+            settings.redis_url, f"postwarden:audit-notified:{slot}", PERIODS[audit.schedule]
+        )
+    except CannotMail as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

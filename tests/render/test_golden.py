@@ -84,7 +84,7 @@ def test_the_tree_matches_the_golden_files(tree: RenderedTree) -> None:
 def test_the_golden_tree_is_the_example_inventory() -> None:
     """Guards against a golden tree rendered from something else (a stray policy)."""
     golden = files_below(GOLDEN)
-    assert len(golden) == 34
+    assert len(golden) == 36
     policy_copy = golden["/etc/postwarden/policy.yml"].decode()
     assert policy_copy == header(SOURCE) + (EXAMPLE_INVENTORY / "policy.yml").read_text()
 

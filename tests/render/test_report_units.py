@@ -43,16 +43,54 @@ def units(example: LoadedPolicy, tmp_path: Path) -> Path:
 
 def test_one_timer_and_service_per_report(example: LoadedPolicy, units: Path) -> None:
     assert sorted(p.name for p in units.iterdir()) == [
+        "postwarden-audit-passwords.service",
+        "postwarden-audit-passwords.timer",
         "postwarden-report-weekly-ops.service",
         "postwarden-report-weekly-ops.timer",
     ]
-    assert timers(example.policy) == ["postwarden-report-weekly-ops.timer"]
+    assert timers(example.policy) == [
+        "postwarden-report-weekly-ops.timer",
+        "postwarden-audit-passwords.timer",
+    ]
     timer = (units / "postwarden-report-weekly-ops.timer").read_text()
     assert "OnCalendar=weekly\n" in timer
     assert "Persistent=true\n" in timer
     service = (units / "postwarden-report-weekly-ops.service").read_text()
     assert " report --mail weekly-ops\n" in service
     assert "User=postwarden\n" in service
+
+
+def test_the_password_audit_runs_on_its_schedule(example: LoadedPolicy, units: Path) -> None:
+    """password_policy.audit.schedule: weekly in the example; the job reads Dovecot's
+    passdb through its group, which the daemon itself does not have."""
+    assert example.policy.password_policy.audit is not None
+    assert example.policy.password_policy.audit.schedule == "weekly"
+    timer = (units / "postwarden-audit-passwords.timer").read_text()
+    assert "OnCalendar=weekly\n" in timer
+    service = (units / "postwarden-audit-passwords.service").read_text()
+    assert " audit passwords --notify\n" in service
+    assert "SupplementaryGroups=dovecot\n" in service
+    assert "User=postwarden\n" in service
+    daily = example.policy.model_copy(
+        update={
+            "password_policy": example.policy.password_policy.model_copy(
+                update={
+                    "audit": example.policy.password_policy.audit.model_copy(
+                        update={"schedule": "daily"}
+                    )
+                }
+            )
+        }
+    )
+    rendered = {f.path: f.content for f in render_reports(daily, SOURCE)}
+    assert "OnCalendar=daily\n" in rendered["/etc/systemd/system/postwarden-audit-passwords.timer"]
+    without = example.policy.model_copy(
+        update={
+            "password_policy": example.policy.password_policy.model_copy(update={"audit": None})
+        }
+    )
+    assert "postwarden-audit-passwords.timer" not in timers(without)
+    assert not [f for f in render_reports(without, SOURCE) if "audit" in f.path]
 
 
 def test_systemd_accepts_the_units(units: Path) -> None:

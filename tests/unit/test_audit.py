@@ -187,3 +187,59 @@ def test_notify_raises_the_event_and_tells_each_user(tmp_path: Path, sink: Sink)
     assert "your password is one of the most common passwords" in bob.get_content()
     for message in messages:
         assert "123456" not in message.as_string()
+
+
+def test_on_a_host_the_hashes_come_from_dovecots_passdb(tmp_path: Path) -> None:
+    """Without --policy, as the audit timer runs it: the deployed policy, the daemon's
+    secrets file (when each password was set; no hashes) and the hashes from
+    Dovecot's passdb, all three as the renderer makes them."""
+    from postwarden.render.dovecot import DATA_DIR
+    from postwarden.render.host import load_host_settings
+    from postwarden.render.render import render
+
+    controller = tmp_path / "controller"
+    controller.mkdir()
+    policy = write(
+        controller,
+        {
+            "bob@example.com": (CHEAP.hash("123456"), 10),
+            "carol@example.com": (CHEAP.hash(GOOD), 10),
+            "dave@example.com": (CHEAP.hash(GOOD), 500),
+        },
+    )
+    tree = render(load_policy(policy), load_host_settings(None))
+    host = tmp_path / "host"
+    host.mkdir()
+    daemon_secrets = tree["/etc/postwarden/secrets.yml"].content
+    assert "$argon2id" not in daemon_secrets, "the daemon's secrets hold no hash"
+    (host / "secrets.yml").write_text(daemon_secrets)
+    (host / "policy.yml").write_text(tree["/etc/postwarden/policy.yml"].content)
+    (host / "passwords").write_text(tree[f"{DATA_DIR}/passwords"].content)
+    settings = host / "policyd.yml"
+    settings.write_text(f"policy: {host / 'policy.yml'}\nsecrets: {host / 'secrets.yml'}\n")
+    result = runner.invoke(
+        app,
+        [
+            "audit",
+            "passwords",
+            "--settings",
+            str(settings),
+            "--passdb",
+            str(host / "passwords"),
+            "--common",
+            "3",
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    found = {(f["user"], f["problem"]) for f in json.loads(result.stdout)}
+    assert ("bob@example.com", "common") in found
+    assert ("dave@example.com", "expired") in found
+    assert not any(user == "carol@example.com" for user, _ in found)
+
+    missing = runner.invoke(
+        app, ["audit", "passwords", "--settings", str(settings), "--passdb", str(host / "nope")]
+    )
+    assert missing.exit_code == 1
+    assert "cannot read the hashes in" in missing.stderr

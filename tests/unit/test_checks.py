@@ -234,3 +234,13 @@ def test_moderators_are_told_through_the_relay(write_policy: WritePolicy) -> Non
         "events[0].notify_moderators: moderators are told by email, "
         "which needs server.notification_relay"
     ]
+
+
+def test_users_told_of_a_failed_audit_need_the_relay(write_policy: WritePolicy) -> None:
+    extra = "password_policy:\n  audit: {schedule: weekly, notify_users: true}\n"
+    assert _errors(write_policy, extra) == [
+        "password_policy.audit.notify_users: users are told by email, "
+        "which needs server.notification_relay"
+    ]
+    quiet = "password_policy:\n  audit: {schedule: weekly, notify_users: false}\n"
+    assert _load(write_policy, quiet).policy.password_policy.audit is not None

@@ -401,7 +401,7 @@ def events_can_fire(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             )
 
 
-@check("server", "notifications", "events", "reports")
+@check("server", "notifications", "events", "reports", "password_policy")
 def email_needs_relay(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     if policy.server.notification_relay is not None:
         return
@@ -424,6 +424,13 @@ def email_needs_relay(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
                 "alerts must not wait in the queue of the server they are about",
             )
             return
+    audit = policy.password_policy.audit
+    if audit is not None and audit.notify_users:
+        yield Finding(
+            ("password_policy", "audit", "notify_users"),
+            "users are told by email, which needs server.notification_relay",
+            "set server.notification_relay, or notify_users: false",
+        )
 
 
 @check("notifications")

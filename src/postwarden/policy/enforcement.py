@@ -14,16 +14,13 @@ from postwarden.policy.models import Policy
 from postwarden.policy.problems import Finding
 
 NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
-    ("password_policy", "max_age"): "passwords do not expire yet",
-    ("password_policy", "audit"): "passwords are not audited yet",
-    ("password_policy", "audit", "schedule"): "passwords are not audited yet",
-    ("password_policy", "audit", "notify_users"): "passwords are not audited yet",
+    ("password_policy", "max_age"): (
+        "the password audit reports expired passwords, but they still work at login"
+    ),
 }
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
-NOT_ENFORCED_EVENTS: dict[str, str] = {
-    "password.audit_failed": "passwords are not audited yet, so this never fires",
-}
+NOT_ENFORCED_EVENTS: dict[str, str] = {}
 """Event kinds that nothing raises yet."""
 
 _SUFFIX = "not enforced by this version of postwarden"
@@ -34,8 +31,6 @@ def not_enforced(policy: Policy) -> Iterator[Finding]:
     settings = policy.password_policy
     if settings.max_age is not None:
         yield _warning(("password_policy", "max_age"))
-    if settings.audit is not None:
-        yield _warning(("password_policy", "audit"))
     for index, event in enumerate(policy.events):
         reason = NOT_ENFORCED_EVENTS.get(event.on)
         if reason is not None:

@@ -1,18 +1,20 @@
 """postwarden-policyd: its settings, and the policy with only the secrets it needs.
 
 The daemon reads the policy with the same loader as the command line. Its
-secrets file holds the values the policy references (relay password, tokens),
-never the users' password hashes: the daemon has no use for them.
+secrets file holds the values the policy references (relay password, tokens) and
+when each password was set, never the users' password hashes: the daemon has no
+use for them.
 """
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import yaml
 
 from postwarden.policy.models import Policy
-from postwarden.policy.secrets import Secrets
+from postwarden.policy.secrets import PASSWORD_SET, TIME_FORMAT, Secrets
 from postwarden.policyd.settings import SETTINGS_PATH, PolicydSettings
 from postwarden.render.host import HostSettings
 from postwarden.render.templating import header
@@ -47,7 +49,16 @@ def render_policyd(
 ) -> list[RenderedFile]:
     settings = policyd_settings(host)
     dump = yaml.dump(settings.model_dump(mode="json"), Dumper=yaml.CSafeDumper, sort_keys=False)
-    values = named_secrets(secrets)
+    values: dict[str, object] = dict(named_secrets(secrets))
+    # not secret, but kept with them: when each password was set, for max_age and the
+    # audit on the host (whose hashes are Dovecot's, never in this file)
+    set_at = {
+        address: time.strftime(TIME_FORMAT, time.gmtime(moment))
+        for address, moment in sorted(secrets.password_set.items())
+        if address in policy.users
+    }
+    if set_at:
+        values[PASSWORD_SET] = set_at
     secret_values = yaml.dump(values, Dumper=yaml.CSafeDumper, sort_keys=True) if values else ""
     # a Redis password in the URL makes the settings a secret
     private = bool(settings.redis_url and urlsplit(settings.redis_url).password)
