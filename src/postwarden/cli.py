@@ -476,22 +476,14 @@ def moderation_list(
     """Show held messages: queue ID, sender, recipients, subject, and why."""
     from dataclasses import asdict
 
-    from postwarden.moderation import list_held
+    from postwarden.moderation import held_line, list_held
 
     held = list_held(usage_log or _daemon_settings().usage_log)
     if output is OutputFormat.json:
         typer.echo(dumps([asdict(h) for h in held]))
         return
     for message in held:
-        why = (
-            f"  held: {message.reason} (for {message.held_for or '<>'})"
-            if message.reason
-            else "  held: not by postwarden (no reason recorded)"
-        )
-        typer.echo(
-            f"{message.queue_id}  from {message.sender or '<>'} to "
-            f"{', '.join(message.recipients)}  {message.size} bytes  {message.subject!r}{why}"
-        )
+        typer.echo(held_line(message))
     typer.echo(f"{len(held)} held")
 
 

@@ -14,6 +14,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default
 
 from postwarden.reports.usage import read_holds
+from postwarden.terminal import printable
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,19 @@ def delete(queue_ids: list[str]) -> None:
     _check_held(queue_ids)
     for queue_id in queue_ids:
         _run("postsuper", "-d", queue_id, "hold")
+
+
+def held_line(message: Held) -> str:
+    """One held message for a person: everything that came from outside (sender,
+    recipients, subject, and the reason and login that may hold them) made safe for
+    a terminal."""
+    why = (
+        f"  held: {printable(message.reason)} (for {printable(message.held_for) or '<>'})"
+        if message.reason
+        else "  held: not by postwarden (no reason recorded)"
+    )
+    recipients = ", ".join(printable(r) for r in message.recipients)
+    return (
+        f"{printable(message.queue_id)}  from {printable(message.sender) or '<>'} to "
+        f"{recipients}  {message.size} bytes  {printable(repr(message.subject))}{why}"
+    )
