@@ -14,7 +14,7 @@ from email.parser import BytesHeaderParser
 from email.policy import default
 
 from postwarden.reports.usage import read_holds
-from postwarden.terminal import printable
+from postwarden.visible import visible
 
 
 @dataclass(frozen=True)
@@ -112,15 +112,14 @@ def delete(queue_ids: list[str]) -> None:
 
 def held_line(message: Held) -> str:
     """One held message for a person: everything that came from outside (sender,
-    recipients, subject, and the reason and login that may hold them) made safe for
-    a terminal."""
+    recipients, subject, and the reason and login that may hold them) made visible."""
     why = (
-        f"  held: {printable(message.reason)} (for {printable(message.held_for) or '<>'})"
+        f"  held: {visible(message.reason)} (for {visible(message.held_for) or '<>'})"
         if message.reason
         else "  held: not by postwarden (no reason recorded)"
     )
-    recipients = ", ".join(printable(r) for r in message.recipients)
+    recipients = ", ".join(visible(r) for r in message.recipients)
     return (
-        f"{printable(message.queue_id)}  from {printable(message.sender) or '<>'} to "
-        f"{recipients}  {message.size} bytes  {printable(repr(message.subject))}{why}"
+        f"{visible(message.queue_id)}  from {visible(message.sender) or '<>'} to "
+        f"{recipients}  {message.size} bytes  {visible(repr(message.subject))}{why}"
     )

@@ -9,7 +9,6 @@ text, and only the template holds markup: every size and label is computed here.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from functools import cache
 from typing import TypeGuard
@@ -17,6 +16,7 @@ from typing import TypeGuard
 import jinja2
 
 from postwarden.reports.builders import Table
+from postwarden.visible import visible
 
 CHART_ROWS = 10
 """More bars than this are a wall; the table below the chart has every row."""
@@ -40,11 +40,6 @@ BAR_TOP = 20
 BAR_HEIGHT = 16
 VALUE_BASELINE = 33
 CHART_PADDING = 4
-
-# Control characters could break a line or hide text, and bidirectional overrides
-# could show one login as another (an address written backwards): the page shows
-# them as escapes, so a person sees that they were there.
-_HIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ def shown(value: str | int | float) -> str:
     """A value as a person reads it: numbers with grouped digits, text with its
     invisible characters made visible. Escaping for HTML is the template's job."""
     if isinstance(value, str):
-        return _HIDDEN.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+        return visible(value)
     return f"{value:,}"
 
 

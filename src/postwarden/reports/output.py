@@ -11,6 +11,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from postwarden.reports.builders import Table
+from postwarden.visible import visible
 
 
 def as_text(tables: list[Table], width: int = 100) -> str:
@@ -21,8 +22,9 @@ def as_text(tables: list[Table], width: int = 100) -> str:
         for number, column in enumerate(table.columns):
             shown.add_column(column, justify="left" if number == 0 else "right")
         for row in table.rows:
-            # as Text: a sender such as "[red]x@example.com" is no markup to rich
-            shown.add_row(*(Text(str(value)) for value in row))
+            # as Text: a sender such as "[red]x@example.com" is no markup to rich; and
+            # visible: an escape sequence in one is not run by the reader's terminal
+            shown.add_row(*(Text(visible(str(value))) for value in row))
         if not table.rows:
             shown.caption = "nothing in this period"
         console.print(shown)

@@ -1,12 +1,14 @@
-"""Outside text on an operator's terminal (postwarden/terminal.py), and the held-mail
-list that prints senders and reasons a client chose."""
+"""Outside text shown to a person (postwarden/visible.py): the held-mail list that
+prints senders and reasons a client chose, and the report's text tables."""
 
 from __future__ import annotations
 
 import pytest
 
 from postwarden.moderation import Held, held_line
-from postwarden.terminal import printable
+from postwarden.reports.builders import Table
+from postwarden.reports.output import as_text
+from postwarden.visible import visible
 
 
 @pytest.mark.parametrize(
@@ -14,17 +16,19 @@ from postwarden.terminal import printable
     [
         ("bob@example.org", "bob@example.org"),
         ("café ünïcode 名前", "café ünïcode 名前"),
-        ("a\x1b[2Jb", "a\\x1b[2Jb"),  # clear the screen
-        ("x\x1b]0;owned\x07y", "x\\x1b]0;owned\\x07y"),  # set the window title
-        ("line\rover", "line\\x0dover"),
-        ("tab\there", "tab\\x09here"),
+        ("a\x1b[2Jb", "a\\u001b[2Jb"),  # clear the screen
+        ("x\x1b]0;owned\x07y", "x\\u001b]0;owned\\u0007y"),  # set the window title
+        ("line\rover", "line\\u000dover"),
+        ("tab\there", "tab\\u0009here"),
         ("evil\u202etxt.exe", "evil\\u202etxt.exe"),  # right-to-left override
         ("one\u2028two", "one\\u2028two"),  # a line separator
-        ("\x9b31m", "\\x9b31m"),  # the 8-bit CSI
+        ("\x9b31m", "\\u009b31m"),  # the 8-bit CSI
+        ("zero\u200bwidth", "zero\\u200bwidth"),
+        ("tag\U000e0041", "tag\\U000e0041"),  # an invisible tag character
     ],
 )
-def test_printable(text: str, shown: str) -> None:
-    assert printable(text) == shown
+def test_visible(text: str, shown: str) -> None:
+    assert visible(text) == shown
 
 
 def test_a_hostile_sender_cannot_reach_the_terminal() -> None:
@@ -41,8 +45,8 @@ def test_a_hostile_sender_cannot_reach_the_terminal() -> None:
     )
     line = held_line(message)
     assert all(char == " " or char.isprintable() for char in line), repr(line)
-    assert "from x\\x1b[1A\\x1b[2Kroot@example.com to" in line
-    assert "(for x\\x1b[1A@example.com)" in line
+    assert "from x\\u001b[1A\\u001b[2Kroot@example.com to" in line
+    assert "(for x\\u001b[1A@example.com)" in line
 
 
 def test_an_ordinary_entry_reads_as_before() -> None:
@@ -61,3 +65,11 @@ def test_an_ordinary_entry_reads_as_before() -> None:
         "4ABC123  from bob@example.org to all-staff@example.com  512 bytes  'Lunch'"
         "  held: post to all-staff@example.com awaits a moderator (for bob@example.org)"
     )
+
+
+def test_the_text_report_runs_no_escape_sequence() -> None:
+    table = Table("T", ("login", "n"), [("a\x1b[2Jb\u202ec@example.com", 1)], chart="n")
+    text = as_text([table])
+    assert "\x1b" not in text
+    assert "\u202e" not in text
+    assert "a\\u001b[2Jb\\u202ec@example.com" in text
