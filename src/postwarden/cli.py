@@ -622,7 +622,7 @@ def report_command(
             if {"smtp_out_connections", "smtp_out_usage"} & set(kinds or [])
             else None
         )
-        with shown_on_terminal(enabled=True) as progress:
+        with shown_on_terminal("bytes") as progress:
             report = make_report(
                 kinds or [],
                 period,
@@ -861,7 +861,7 @@ def audit_passwords(
         f"{len(plan.guessing)} hashes, about {estimate:.0f} s on {cores} cores",
         err=True,
     )
-    with shown_on_terminal(enabled=True) as progress:
+    with shown_on_terminal("tries") as progress:
         progress.stage("guessing", plan.tries)
         failures = plan.failures + guess(plan, jobs, progress.update)
     failures.sort(key=lambda f: (f.address, f.problem))

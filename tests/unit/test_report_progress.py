@@ -33,23 +33,29 @@ def settings(tmp_path: Path) -> Path:
 
 def run_report(log: Path, settings: Path, terminal: bool) -> tuple[int, str, str]:
     """The report as a separate process, its stderr on a pseudo-terminal or a pipe."""
-    command = [
-        sys.executable,
-        "-m",
-        "postwarden",
-        "report",
-        "smtp_out_connections",
-        "--postfix-log",
-        str(log),
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-12-31",
-        "--settings",
-        str(settings),
-        "--format",
-        "json",
-    ]
+    return run_postwarden(
+        [
+            "report",
+            "smtp_out_connections",
+            "--postfix-log",
+            str(log),
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-12-31",
+            "--settings",
+            str(settings),
+            "--format",
+            "json",
+        ],
+        terminal,
+    )
+
+
+def run_postwarden(args: list[str], terminal: bool) -> tuple[int, str, str]:
+    """A postwarden command as a separate process, its stderr on a pseudo-terminal
+    or a pipe."""
+    command = [sys.executable, "-m", "postwarden", *args]
     environment = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
     if not terminal:
         done = subprocess.run(command, check=False, capture_output=True, text=True, env=environment)
@@ -102,3 +108,28 @@ def test_progress_counts_the_bytes_read_of_a_compressed_log(tmp_path: Path) -> N
             pass
         assert seen == sorted(seen), "progress only moves forward"
         assert seen[-1] == path.stat().st_size
+
+
+def test_the_audit_counts_its_tries_not_bytes(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    (tmp_path / "secrets.yml").write_text(
+        f'password_hashes:\n  zed@example.com: "{cheap.hash("Gl4cier-Moth-Ink#")}"\n'
+    )
+    policy = tmp_path / "policy.yml"
+    policy.write_text(
+        "server:\n  hostname: mail.example.com\n  postmaster: ops@example.net\n"
+        "domains:\n  example.com: {}\nusers:\n  zed@example.com: {}\n"
+    )
+    code, _, terminal = run_postwarden(
+        ["audit", "passwords", "--policy", str(policy), "--common", "5"], terminal=True
+    )
+    assert code == 0, terminal
+    plain = ANSI.sub("", terminal)
+    assert "guessing" in plain
+    tries = re.findall(r"\b(\d+)/(\d+)\b", plain)
+    assert tries, plain
+    assert {total for _, total in tries} == {tries[-1][1]}
+    assert " bytes" not in plain
+    assert "kB" not in plain

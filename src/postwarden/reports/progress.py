@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class Progress(Protocol):
@@ -47,18 +47,20 @@ class _Bar:
 
 
 @contextmanager
-def shown_on_terminal(enabled: bool) -> Iterator[Progress]:
-    """Bars on stderr while the report is made, gone when it is done; Silent when
-    stderr is no terminal or ``enabled`` is false."""
+def shown_on_terminal(counting: Literal["bytes", "tries"]) -> Iterator[Progress]:
+    """Bars on stderr while the work is done, gone when it is; Silent when stderr is
+    no terminal. ``counting`` says what the units are: bytes of a file read, or tries
+    made (shown as done of all)."""
     import sys
 
-    if not enabled or not sys.stderr.isatty():
+    if not sys.stderr.isatty():
         yield Silent()
         return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
+        MofNCompleteColumn,
         TextColumn,
         TimeElapsedColumn,
     )
@@ -67,7 +69,7 @@ def shown_on_terminal(enabled: bool) -> Iterator[Progress]:
     with Drawn(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn() if counting == "bytes" else MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
