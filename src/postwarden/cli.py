@@ -952,18 +952,13 @@ def _notify_audit(
 def _audit_claim(policy: Policy, settings: PolicydSettings, now: float) -> str | None:
     """When the MTAs share a Redis store, their audit timers fire together: the first
     to claim the schedule's period notifies, the others say who did."""
-    import time
-
-    from postwarden.reports.mailing import PERIODS, SLOTS, CannotMail, claim
+    from postwarden.reports.mailing import CannotMail, claim_period
 
     audit = policy.password_policy.audit
     if audit is None or settings.store != "redis" or not settings.redis_url:
         return None
-    slot = time.strftime(SLOTS[audit.schedule], time.localtime(now))
     try:
-        return claim(
-            settings.redis_url, f"postwarden:audit-notified:{slot}", PERIODS[audit.schedule]
-        )
+        return claim_period(settings.redis_url, "postwarden:audit-notified:", audit.schedule, now)
     except CannotMail as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None

@@ -173,3 +173,49 @@ reports:
     again = runner.invoke(app, [*command, "--since", "1d"])
     assert "mailed to ops@example.net" in again.output
     assert len(sink.messages(count=2)) == 2
+
+
+def test_a_failed_audit_is_sent_by_one_mta(
+    redis_server: RedisServer, tmp_path: Path, sink: Sink
+) -> None:
+    """The MTAs' audit timers fire together; with a shared store, the first to claim
+    the week sends password.audit_failed, the others say who did."""
+    (tmp_path / "policy.yml").write_text(
+        f"""\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+  notification_relay: {{host: 127.0.0.1, port: {sink.port}, starttls: false}}
+password_policy:
+  audit: {{schedule: weekly}}
+domains:
+  example.com: {{}}
+users:
+  zed@example.com: {{}}
+notifications:
+  admins: {{email: [ops@example.net]}}
+events:
+  - on: password.audit_failed
+    notify: [admins]
+"""
+    )
+    (tmp_path / "passwords").write_text("# no hash for zed\n")
+    settings = tmp_path / "policyd.yml"
+    settings.write_text(
+        f"policy: {tmp_path / 'policy.yml'}\nstore: redis\nredis_url: {redis_server.url}\n"
+    )
+    command = [
+        "audit",
+        "passwords",
+        "--notify",
+        "--settings",
+        str(settings),
+        "--passdb",
+        str(tmp_path / "passwords"),
+    ]
+    first, second = runner.invoke(app, command), runner.invoke(app, command)
+    assert first.exit_code == 1, first.output  # zed has no password
+    assert "password.audit_failed sent to admins" in first.stderr
+    assert second.exit_code == 1, second.output
+    assert f"password.audit_failed already sent by {socket.gethostname()}" in second.stderr
+    assert len(sink.messages(count=2, timeout=1.0)) == 1

@@ -106,8 +106,7 @@ def mail_report(
         budgets_of(policy),
     )
     if scheduled and usage.redis_url is not None:
-        slot = time.strftime(SLOTS[entry.schedule], time.localtime(now))
-        holder = claim(usage.redis_url, f"{CLAIMS}{name}:{slot}", PERIODS[entry.schedule])
+        holder = claim_period(usage.redis_url, f"{CLAIMS}{name}:", entry.schedule, now)
         if holder is not None:
             return Mailed(report, to, by=holder)
     relay = policy.server.notification_relay
@@ -121,6 +120,14 @@ def mail_report(
 CLAIMS = "postwarden:report-mailed:"
 SLOTS = {"daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}
 """The period a scheduled report stands for, by the local time its timer fired."""
+
+
+def claim_period(url: str, prefix: str, schedule: str, now: float) -> str | None:
+    """Claim the period of a job on ``schedule`` that fired at ``now``, for this host:
+    the MTAs sharing Redis fire their timers together, and one of them does the job.
+    None when claimed here, else the host that holds it; raises CannotMail."""
+    slot = time.strftime(SLOTS[schedule], time.localtime(now))
+    return claim(url, f"{prefix}{slot}", PERIODS[schedule])
 
 
 def claim(url: str, key: str, keep: float) -> str | None:
