@@ -36,26 +36,26 @@ class Vault:
         self.password_file = password_file
         self._lib: Any = None
 
-    def decrypt(self, ciphertext: bytes) -> bytes:
+    def library(self) -> Any:
+        """ansible-core's VaultLib, opened on first use; raises VaultUnavailable."""
         if self._lib is None:
             self._lib = self._open()
-        result: bytes = self._lib.decrypt(ciphertext)
+        return self._lib
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        result: bytes = self.library().decrypt(ciphertext)
         return result
 
     def encrypt_value(self, text: str) -> str:
         """As `ansible-vault encrypt_string` makes it: the vault text, for a !vault value."""
-        if self._lib is None:
-            self._lib = self._open()
-        made: bytes = self._lib.encrypt(text.encode("utf-8"))
+        made: bytes = self.library().encrypt(text.encode("utf-8"))
         return made.decode("ascii")
 
     def encrypt_file(self, plaintext: bytes, original: bytes) -> bytes:
         """A whole file encrypted again, with the vault ID its header named."""
-        if self._lib is None:
-            self._lib = self._open()
         header = original.lstrip().split(b"\n", 1)[0].decode("ascii", "replace").split(";")
         vault_id = header[3].strip() if len(header) > 3 and header[3].strip() else None
-        made: bytes = self._lib.encrypt(plaintext, vault_id=vault_id)
+        made: bytes = self.library().encrypt(plaintext, vault_id=vault_id)
         return made
 
     def _open(self) -> Any:
@@ -93,7 +93,7 @@ def open_vault(password_file: Path | None) -> Vault:
     if password_file is None and os.environ.get(VAULT_PASSWORD_ENV):
         password_file = Path(os.environ[VAULT_PASSWORD_ENV])
     vault = Vault(password_file)
-    vault._lib = vault._open()
+    vault.library()
     return vault
 
 
