@@ -773,23 +773,15 @@ def passwd_command(
         password = typer.prompt(
             f"New password for {address}", hide_input=True, confirmation_prompt=True
         )
+    written = secrets or default_secrets_path(policy)
     try:
-        account = change_password(
-            loaded,
-            address,
-            password,
-            secrets or default_secrets_path(policy),
-            vault_password_file,
-        )
+        account = change_password(loaded, address, password, written, vault_password_file)
     except Refused as refused:
         typer.echo("error: the password was not set:", err=True)
         for reason in refused.reasons:
             typer.echo(f"  - {reason}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(
-        f"password of {account.address} set in {secrets or default_secrets_path(policy)}; "
-        "deploy to make it live"
-    )
+    typer.echo(f"password of {account.address} set in {written}; deploy to make it live")
 
 
 audit_app = typer.Typer(help="Audits of what is already deployed.")

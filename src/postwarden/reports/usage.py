@@ -7,7 +7,7 @@ import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 
-from postwarden.reports.peaks import LONGEST_STEP, Budgets, Peak, PeakFinder
+from postwarden.reports.peaks import LONGEST_STEP, Budgets, Counts, Peak, PeakFinder
 
 
 class UsageLogUnreadable(Exception):
@@ -79,9 +79,6 @@ GROUP BY 1, 2, 3, 4, 5
 HELD, REFUSED = ("HO",), ("DE", "RE")
 """What the first two letters of a decision say: HOLD; DEFER or REJECT. Anything
 else (DUNNO) passed."""
-
-Counts = list[int]
-"""messages, recipients, bytes"""
 
 
 def totals_of(
