@@ -205,6 +205,28 @@ def test_a_file_encrypted_whole_stays_encrypted(policy: Path, vault_password: Pa
     assert matches(GOOD, loaded.secrets.password_hashes["alice.smith@example.com"], "argon2id")
 
 
+def test_a_labelled_vault_keeps_its_vault_id(policy: Path, vault_password: Path) -> None:
+    secrets = policy.parent / "secrets.yml"
+    subprocess.run(
+        [ANSIBLE_VAULT, "encrypt", str(secrets), "--vault-id", f"prod@{vault_password}"],
+        capture_output=True,
+        check=True,
+    )
+    assert secrets.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;prod\n")
+    code, output = passwd(
+        policy, "alice.smith@example.com", GOOD, "--vault-password-file", str(vault_password)
+    )
+    assert code == 0, output
+    assert secrets.read_bytes().startswith(b"$ANSIBLE_VAULT;1.2;AES256;prod\n")
+    shown = subprocess.run(
+        [ANSIBLE_VAULT, "view", str(secrets), "--vault-id", f"prod@{vault_password}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "alice.smith@example.com:" in shown
+
+
 def test_values_encrypted_one_by_one_get_a_new_one_the_same_way(
     policy: Path, vault_password: Path
 ) -> None:
