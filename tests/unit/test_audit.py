@@ -185,6 +185,7 @@ def test_notify_raises_the_event_and_tells_each_user(tmp_path: Path, sink: Sink)
     bob = by_recipient["bob@example.com"].get_body(("plain",))
     assert bob is not None
     assert "your password is one of the most common passwords" in bob.get_content()
+    assert "The weekly check of the passwords" in bob.get_content()
     for message in messages:
         assert "123456" not in message.as_string()
 
@@ -243,3 +244,13 @@ def test_on_a_host_the_hashes_come_from_dovecots_passdb(tmp_path: Path) -> None:
     )
     assert missing.exit_code == 1
     assert "cannot read the hashes in" in missing.stderr
+
+
+def test_the_users_mail_names_the_schedule() -> None:
+    from postwarden.accounts.audit import Failure
+    from postwarden.accounts.audit_notify import user_note
+
+    failed = [Failure("bob@example.com", "common", "one of the most common passwords")]
+    note = user_note("bob@example.com", failed, "daily", "mail.example.com", NOW)
+    assert "The daily check of the passwords" in note.detail
+    assert "your password is one of the most common passwords" in note.detail

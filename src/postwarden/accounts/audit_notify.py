@@ -47,10 +47,12 @@ def event_note(failures: list[Failure], host: str, now: float) -> Notification:
     )
 
 
-def user_note(address: str, failures: list[Failure], host: str, now: float) -> Notification:
+def user_note(
+    address: str, failures: list[Failure], schedule: str, host: str, now: float
+) -> Notification:
     reasons = [ADVICE.get(f.problem, f.problem) for f in failures if f.address == address]
     detail = (
-        "The weekly check of the passwords on this mail server found that:\n"
+        f"The {schedule} check of the passwords on this mail server found that:\n"
         + "".join(f"  - {reason}\n" for reason in reasons)
         + "\nPlease set a new password (ask your administrator how), before your account "
         "is locked or misused. Nobody from this server will ever ask for your password."
@@ -80,7 +82,8 @@ def notify(policy: Policy, failures: list[Failure], now: float) -> Sent:
                 sent.failed.append(f"{address}: users are told by email, through the relay")
                 continue
             try:
-                send_email(relay, sender, [address], user_note(address, failures, host, now))
+                note = user_note(address, failures, audit.schedule, host, now)
+                send_email(relay, sender, [address], note)
                 sent.users.append(address)
             except DeliveryFailed as error:
                 sent.failed.append(f"{address}: {error}")
