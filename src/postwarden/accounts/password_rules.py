@@ -61,7 +61,7 @@ def spellings(password: str) -> set[str]:
     """The password in lower case as written and with the l33t characters read as
     letters (each ambiguous one both ways, up to MOST_SPELLINGS)."""
     lowered = password.lower()
-    choices = [LEET.get(char, "") + char if char in LEET else char for char in lowered]
+    choices = [LEET.get(char, "") + char for char in lowered]
     found = {lowered}
     for combination in itertools.islice(itertools.product(*choices), MOST_SPELLINGS):
         found.add("".join(combination))
