@@ -688,7 +688,13 @@ def _deployed_policy(settings: PolicydSettings) -> Policy | None:
     secrets = settings.secrets if Path(settings.secrets).exists() else None
     try:
         return load_policy(settings.policy, secrets).policy
-    except (PolicyInvalid, OSError):
+    except (PolicyInvalid, OSError) as error:
+        why = "it is not valid" if isinstance(error, PolicyInvalid) else str(error)
+        typer.echo(
+            f"note: the deployed policy {settings.policy} cannot be read ({why}): transports "
+            "are shown by name, and the throttles at their peak not at all",
+            err=True,
+        )
         return None
 
 

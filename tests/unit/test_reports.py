@@ -324,3 +324,20 @@ def test_a_corrupt_log_is_an_error_not_a_report(tmp_path: Path) -> None:
     assert code == 1
     assert "cannot read the usage log" in output
     assert "Traceback" not in output
+
+
+def test_a_deployed_policy_that_cannot_be_read_is_said(
+    usage_log: str, deployed: Path, tmp_path: Path
+) -> None:
+    """Without the policy the peaks table has no limits to measure against: say so
+    rather than leave it out silently."""
+    args = ["report", "smtp_out_usage", "--usage-log", usage_log, "--format", "json"]
+    read = runner.invoke(app, args)
+    assert read.exit_code == 0, read.output
+    assert "Throttles at their peak" in read.stdout
+    assert "cannot be read" not in read.stderr
+    (tmp_path / "policy.yml").write_text("server: [\n", encoding="utf-8")
+    broken = runner.invoke(app, args)
+    assert broken.exit_code == 0, broken.output
+    assert "Throttles at their peak" not in broken.stdout
+    assert f"note: the deployed policy {tmp_path / 'policy.yml'} cannot be read" in broken.stderr

@@ -5,6 +5,9 @@ Run by `molecule verify` with testinfra on both MTAs; the SMTP probe runs on eac
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import json
 import time
 from typing import Any
@@ -97,3 +100,64 @@ def test_a_ban_lifted_on_one_mta_is_lifted_on_the_other(mtas: list[Any]) -> None
     # mx2 never saw the failures: its firewall has no ban, and its daemon none either now
     ((code, text),) = probe(second, "harvest", harvester, "1")
     assert code == 550, text
+
+
+def wait_for(check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_the_scheduled_report_has_the_connections_of_both_mtas(mtas: list[Any]) -> None:
+    """Each MTA's Postfix log stays on it: when both report timers fire, each posts the
+    outbound SMTP counts of its own log on the shared Redis, one mails the report
+    (through the lab's relay, to postmaster@, alice's alias, on that MTA) and the
+    other leaves it to that one. The report has a destination only mx1 sent to and
+    one only mx2 did."""
+    only = {host: f"someone@only-{name}.example" for host, name in zip(mtas, MTAS, strict=True)}
+    for host, recipient in only.items():
+        host.check_output(f"printf 'Subject: out\\n\\nout\\n' | sendmail -f root {recipient}")
+    for host, recipient in only.items():
+        logged = wait_for(
+            lambda host=host, recipient=recipient: (
+                host.run(
+                    f"grep -F 'to=<{recipient}>' /var/log/postfix.log | grep -F status="
+                ).stdout
+            ),
+            timeout=180,
+        )
+        assert logged, f"no delivery line for {recipient}"
+    unit = "postwarden-report-weekly-ops.service"
+    for host in mtas:
+        host.check_output(f"systemctl start --no-block {unit}")
+    journal = f"journalctl -u {unit} --no-pager -n 20"
+    for host in mtas:
+        # "mailed to ..." on one, "already mailed by ..." on the other
+        assert wait_for(lambda host=host: "mailed" in host.check_output(journal), timeout=150), (
+            host.run(f"systemctl status {unit}").stdout
+        )
+    journals = [host.check_output(journal) for host in mtas]
+    mailers = [host for host, said in zip(mtas, journals, strict=True) if "mailed to" in said]
+    assert len(mailers) == 1, journals
+    (mailer,) = mailers
+    other = next(host for host in mtas if host is not mailer)
+    assert f"already mailed by {mailer.check_output('hostname')}" in "".join(journals), journals
+    maildir = "/var/vmail/example.com/alice/Maildir"
+    subject = "postwarden report weekly-ops"
+    found = wait_for(lambda: mailer.run(f"grep -rlF '{subject}' {maildir}/new").stdout, timeout=60)
+    assert found, "no report mail on the MTA that said it mailed it"
+    message = email.message_from_string(
+        mailer.file(found.split()[0]).content_string, policy=email.policy.default
+    )
+    assert isinstance(message, email.message.EmailMessage)
+    body = message.get_body(("plain",))
+    assert isinstance(body, email.message.EmailMessage)
+    text = body.get_content()
+    assert "only-postwarden-mx1.example" in text, text
+    assert "only-postwarden-mx2.example" in text, text
+    names = ", ".join(sorted(host.check_output("hostname") for host in mtas))
+    assert f"outbound SMTP from the Postfix logs of {names}" in text, text
+    assert not other.run(f"grep -rlF '{subject}' {maildir}/new").stdout

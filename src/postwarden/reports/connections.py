@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from postwarden.reports.builders import Table
 from postwarden.reports.postfix_log import OUTBOUND, Delivery
@@ -33,23 +34,76 @@ def provider(domain: str) -> str:
     return PROVIDERS.get(domain, domain)
 
 
-def smtp_out_connections(
-    deliveries: Iterable[Delivery],
-    transports: Mapping[str, str] | None = None,
-    top: int = 10,
-    reasons: int = 3,
-) -> list[Table]:
-    """Outbound SMTP (the ``smtp`` delivery lines; local delivery is left out), in
-    three tables:
+@dataclass
+class ConnectionCounts:
+    """What the connections tables are made from, before names are given and rows
+    ranked: counts of one Postfix log or of several (``add``), as every MTA's report
+    timer shares them (reports/gathered.py)."""
 
-    - per transport, or per pool and address when ``transports`` maps transport
-      names to them (``{"pw_main_203_0_113_10": "main 203.0.113.10"}``; a transport
-      it does not name is shown by its name): connections, delivered, deferred,
-      bounced;
-    - the same per destination provider (the domains of PROVIDERS grouped, any other
-      domain on its own): the ``top`` busiest and one row of ``others``;
-    - the ``reasons`` most frequent deferral and bounce texts of each of those rows,
-      normalised by :func:`reason`.
+    by_transport: dict[str, list[int]] = field(default_factory=dict)
+    """Postfix's transport -> connections, delivered, deferred, bounced."""
+    by_domain: dict[str, list[int]] = field(default_factory=dict)
+    reasons: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """(domain, status, :func:`reason` of the text) -> delivery lines."""
+
+    def add(self, other: ConnectionCounts) -> None:
+        for mine, theirs in (
+            (self.by_transport, other.by_transport),
+            (self.by_domain, other.by_domain),
+        ):
+            for key, counts in theirs.items():
+                into = mine.setdefault(key, [0, 0, 0, 0])
+                for column, count in enumerate(counts):
+                    into[column] += count
+        self.reasons.update(other.reasons)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "by_transport": self.by_transport,
+            "by_domain": self.by_domain,
+            "reasons": [[*key, count] for key, count in self.reasons.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ConnectionCounts:
+        """Raises ValueError when ``data`` is not what :meth:`as_json` gives."""
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        counts = cls()
+        for name in ("by_transport", "by_domain"):
+            rows = data.get(name)
+            if not isinstance(rows, dict):
+                raise ValueError(f"{name} is not an object")
+            getattr(counts, name).update(
+                {str(key): _four_counts(value) for key, value in rows.items()}
+            )
+        reasons = data.get("reasons")
+        if not isinstance(reasons, list):
+            raise ValueError("reasons is not a list")
+        for entry in reasons:
+            if not isinstance(entry, list) or len(entry) != 4:
+                raise ValueError("a reason is not [domain, status, text, count]")
+            domain, status, text, count = entry
+            if status not in _SLOTS or not isinstance(count, int) or count < 0:
+                raise ValueError(f"a reason has status {status!r}, count {count!r}")
+            counts.reasons[(str(domain), status, str(text))] += count
+        return counts
+
+
+def _four_counts(value: object) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or len(value) != len(COLUMNS)
+        or not all(isinstance(count, int) and count >= 0 for count in value)
+    ):
+        raise ValueError(f"{value!r} is not four counts")
+    return list(value)
+
+
+def count_connections(deliveries: Iterable[Delivery]) -> ConnectionCounts:
+    """Outbound SMTP (the ``smtp`` delivery lines; local delivery is left out) per
+    Postfix transport and per recipient domain: connections, delivered, deferred,
+    bounced; and the deferral and bounce texts, normalised by :func:`reason`.
 
     Delivered, deferred and bounced count delivery lines, one per recipient and
     attempt, as pflogsumm does: a message deferred three times counts three. A
@@ -57,9 +111,9 @@ def smtp_out_connections(
     first recipient it carried (postfix_log.parse_deliveries says which lines open
     one).
     """
-    # Counted per raw transport and domain first, named and grouped after: the loop
-    # runs once per delivery line, the lookups once per name.
-    by_raw_transport: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # Counted per raw text first, normalised after: the loop runs once per delivery
+    # line, reason() once per different text.
+    by_transport: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     by_domain: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     said: Counter[tuple[str, str, str]] = Counter()
     slots = _SLOTS
@@ -67,7 +121,7 @@ def smtp_out_connections(
         if delivery.process != OUTBOUND:
             continue
         slot = slots.get(delivery.status, 1)
-        counts = by_raw_transport[delivery.transport]
+        counts = by_transport[delivery.transport]
         counts[0] += delivery.connection
         counts[slot] += 1
         counts = by_domain[delivery.domain]
@@ -75,22 +129,53 @@ def smtp_out_connections(
         counts[slot] += 1
         if slot > 1:
             said[(delivery.domain, delivery.status, delivery.text)] += 1
+    normalised: Counter[tuple[str, str, str]] = Counter()
+    for (domain, status, text), count in said.items():
+        normalised[(domain, status, reason(text))] += count
+    return ConnectionCounts(dict(by_transport), dict(by_domain), normalised)
 
+
+def smtp_out_connections(
+    deliveries: Iterable[Delivery],
+    transports: Mapping[str, str] | None = None,
+    top: int = 10,
+    reasons: int = 3,
+) -> list[Table]:
+    """The connections tables of one run of delivery lines (:func:`connection_tables`)."""
+    return connection_tables(count_connections(deliveries), transports, top, reasons)
+
+
+def connection_tables(
+    counts: ConnectionCounts,
+    transports: Mapping[str, str] | None = None,
+    top: int = 10,
+    reasons: int = 3,
+) -> list[Table]:
+    """Three tables:
+
+    - per transport, or per pool and address when ``transports`` maps transport
+      names to them (``{"pw_main_203_0_113_10": "main 203.0.113.10"}``; a transport
+      it does not name is shown by its name): connections, delivered, deferred,
+      bounced;
+    - the same per destination provider (the domains of PROVIDERS grouped, any other
+      domain on its own): the ``top`` busiest and one row of ``others``;
+    - the ``reasons`` most frequent deferral and bounce texts of each of those rows.
+    """
     names = transports or {}
-    by_transport = _merged(by_raw_transport, lambda name: names.get(name, name))
-    by_provider = _merged(by_domain, provider)
+    by_transport = _merged(counts.by_transport, lambda name: names.get(name, name))
+    by_provider = _merged(counts.by_domain, provider)
     shown = _busiest(by_provider, top)
     grouped: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
-    for (domain, status, text), count in said.items():
+    for (domain, status, text), count in counts.reasons.items():
         where = provider(domain)
-        grouped[where if where in shown else OTHERS][(status, reason(text))] += count
+        grouped[where if where in shown else OTHERS][(status, text)] += count
 
     first = "pool address" if transports else "transport"
     return [
         Table(
             f"Outbound SMTP by {first}",
             (first, *COLUMNS),
-            [(key, *counts) for key, counts in _ordered(by_transport)],
+            [(key, *totals) for key, totals in _ordered(by_transport)],
             chart="connections",
         ),
         Table(

@@ -14,14 +14,24 @@ from email.utils import formatdate, make_msgid
 from postwarden.policy.models import Policy
 from postwarden.policyd.notify import relay_message
 from postwarden.policyd.resp import RespClient, RespError, reason
+from postwarden.reports.connections import ConnectionCounts
+from postwarden.reports.gathered import (
+    WAIT_FOR_HOSTS,
+    CannotGather,
+    gather_counts,
+    gathered_key,
+    post_counts,
+)
 from postwarden.reports.html import as_html
 from postwarden.reports.make import (
     POSTFIX_LOG,
+    Gatherer,
     Report,
     UsageSource,
     budgets_of,
     make_report,
     pool_transports,
+    read_connections,
 )
 from postwarden.reports.output import as_text
 from postwarden.reports.period import Period
@@ -87,16 +97,34 @@ def mail_report(
     period: Period | None = None,
     postfix_logs: Sequence[str] = (POSTFIX_LOG,),
     now: float | None = None,
+    me: str | None = None,
 ) -> Mailed:
     """Make the policy's report ``name`` and mail it. Without ``period``, the period is
-    the schedule's, ending now; then, when the MTAs share a Redis store, the first of
-    them to get there mails it and the others do not (their timers fire together).
-    Raises CannotMail, DeliveryFailed, or the readers' errors."""
+    the schedule's, ending now; then, when the MTAs share a Redis store, each posts its
+    outbound SMTP counts, the first of them to get there mails the report with every
+    MTA's counts and the others do not (their timers fire together). ``me``: this
+    MTA's name there [default: the host name]. Raises CannotMail, DeliveryFailed, or
+    the readers' errors."""
     to = recipients(policy, name)
     entry = policy.reports[name]
     now = time.time() if now is None else now
     scheduled = period is None
     period = period or Period(now - PERIODS[entry.schedule], now)
+    gatherer: Gatherer | None = None
+    if scheduled and usage.redis_url is not None:
+        me = me or socket.gethostname()
+        holder, gatherer = _share(
+            name,
+            entry.schedule,
+            list(entry.include),
+            period,
+            usage.redis_url,
+            postfix_logs,
+            now,
+            me,
+        )
+        if holder is not None:
+            return Mailed(Report(period, []), to, by=holder)
     report = make_report(
         list(entry.include),
         period,
@@ -104,11 +132,8 @@ def mail_report(
         postfix_logs,
         pool_transports(policy),
         budgets_of(policy),
+        gatherer=gatherer,
     )
-    if scheduled and usage.redis_url is not None:
-        holder = claim_period(usage.redis_url, f"{CLAIMS}{name}:", entry.schedule, now)
-        if holder is not None:
-            return Mailed(report, to, by=holder)
     relay = policy.server.notification_relay
     assert relay is not None  # recipients() refuses a policy without one
     sender = policy.server.notification_sender
@@ -122,15 +147,55 @@ SLOTS = {"daily": "%Y-%m-%d", "weekly": "%G-W%V", "monthly": "%Y-%m"}
 """The period a scheduled report stands for, by the local time its timer fired."""
 
 
-def claim_period(url: str, prefix: str, schedule: str, now: float) -> str | None:
+def _share(
+    name: str,
+    schedule: str,
+    kinds: list[str],
+    period: Period,
+    url: str,
+    postfix_logs: Sequence[str],
+    now: float,
+    me: str,
+) -> tuple[str | None, Gatherer | None]:
+    """Post this MTA's outbound SMTP counts when the report has them, then claim the
+    period: the MTA holding it (None: this one), and how this one gathers every
+    MTA's counts when it holds it. Raises CannotMail or PostfixLogUnreadable."""
+    key = gathered_key(name, slot_of(schedule, now))
+    connections = "smtp_out_connections" in kinds
+    try:
+        if connections:
+            mine, _ = read_connections(postfix_logs, period)
+            post_counts(url, key, me, mine, PERIODS[schedule])
+    except CannotGather as error:
+        raise CannotMail(f"cannot share this MTA's outbound SMTP counts: {error}") from None
+    holder = claim_period(url, f"{CLAIMS}{name}:", schedule, now, me)
+    if holder is not None or not connections:
+        return holder, None
+
+    def gather(hosts: frozenset[str]) -> tuple[ConnectionCounts, list[str]]:
+        try:
+            found = gather_counts(url, key, hosts | {me}, WAIT_FOR_HOSTS)
+        except CannotGather as error:
+            raise CannotMail(f"cannot gather the MTAs' outbound SMTP counts: {error}") from None
+        return found.counts, found.notes(WAIT_FOR_HOSTS)
+
+    return None, gather
+
+
+def slot_of(schedule: str, now: float) -> str:
+    return time.strftime(SLOTS[schedule], time.localtime(now))
+
+
+def claim_period(
+    url: str, prefix: str, schedule: str, now: float, me: str | None = None
+) -> str | None:
     """Claim the period of a job on ``schedule`` that fired at ``now``, for this host:
     the MTAs sharing Redis fire their timers together, and one of them does the job.
     None when claimed here, else the host that holds it; raises CannotMail."""
-    slot = time.strftime(SLOTS[schedule], time.localtime(now))
-    return claim(url, f"{prefix}{slot}", PERIODS[schedule])
+    return claim(url, f"{prefix}{slot_of(schedule, now)}", PERIODS[schedule], me)
 
 
-def claim(url: str, key: str, keep: float) -> str | None:
+def claim(url: str, key: str, keep: float, me: str | None = None) -> str | None:
     """Take ``key`` for this host; None when taken, else the host that holds it.
     Raises CannotMail when Redis cannot be reached: without the claim, every MTA
     would mail the same report."""
@@ -138,8 +203,10 @@ def claim(url: str, key: str, keep: float) -> str | None:
     async def take() -> str | None:
         client = RespClient(url, timeout=5.0)
         try:
-            me = socket.gethostname()
-            if await client.call("SET", key, me, "NX", "EX", int(keep)) is not None:
+            if (
+                await client.call("SET", key, me or socket.gethostname(), "NX", "EX", int(keep))
+                is not None
+            ):
                 return None
             holder = await client.call("GET", key)
             return holder.decode() if isinstance(holder, bytes) else str(holder)

@@ -4,14 +4,18 @@ each kind is made from, with a word on anything that was left out and why."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
 from postwarden.policy.models import Policy
 from postwarden.policy.models.reports import ReportKind
 from postwarden.reports.builders import FROM_USAGE, Table, abuse_detection
-from postwarden.reports.connections import smtp_out_connections
+from postwarden.reports.connections import (
+    ConnectionCounts,
+    connection_tables,
+    count_connections,
+)
 from postwarden.reports.peaks import Budgets
 from postwarden.reports.period import Period
 from postwarden.reports.postfix_log import DeliveryLog, iter_deliveries
@@ -38,9 +42,7 @@ class UsageSource:
     hosts: tuple[str, ...] = ()
     """Only these MTAs (the shared stream only); none: all of them."""
 
-    def read(
-        self, period: Period, events: bool, budgets: Budgets | None = None
-    ) -> tuple[UsageTotals, list[Raised], list[str]]:
+    def read(self, period: Period, events: bool, budgets: Budgets | None = None) -> UsageRead:
         """Raises UsageLogUnreadable or SharedUsageUnreadable."""
         if self.redis_url is not None:
             shared = read_shared(self.redis_url, period.start, period.end, self.hosts)
@@ -50,10 +52,29 @@ class UsageSource:
                 notes.append(f"no usage rows from {', '.join(missing)} in this period")
             if shared.skipped:
                 notes.append(f"{shared.skipped} record(s) of the usage stream could not be read")
-            return totals(shared, period.start, period.end, budgets), shared.events, notes
+            return UsageRead(
+                totals(shared, period.start, period.end, budgets),
+                shared.events,
+                notes,
+                frozenset(shared.hosts),
+            )
         assert self.path is not None
         raised = read_events(self.path, period.start, period.end) if events else []
-        return read_totals(self.path, period.start, period.end, budgets), raised, []
+        return UsageRead(read_totals(self.path, period.start, period.end, budgets), raised)
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    totals: UsageTotals = field(default_factory=lambda: UsageTotals([], []))
+    raised: list[Raised] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    hosts: frozenset[str] = frozenset()
+    """The MTAs that wrote in the period (the shared stream only)."""
+
+
+Gatherer = Callable[[frozenset[str]], tuple[ConnectionCounts, list[str]]]
+"""The outbound SMTP counts of every MTA, given those known to have written usage
+rows in the period, and notes on what they leave out (reports/gathered.py)."""
 
 
 @dataclass(frozen=True)
@@ -112,37 +133,63 @@ def make_report(
     transports: dict[str, str] | None = None,
     budgets: Budgets | None = None,
     progress: Progress | None = None,
+    gatherer: Gatherer | None = None,
 ) -> Report:
     """Raises UsageLogUnreadable, SharedUsageUnreadable or PostfixLogUnreadable when a
-    source the kinds need cannot be read."""
+    source the kinds need cannot be read. With ``gatherer``, the connections are every
+    MTA's, from it; without, those of ``postfix_logs``."""
     shown = progress or Silent()
     kinds = check_kinds(kinds)
     tables: list[Table] = []
-    notes: list[str] = []
-    usage_totals = UsageTotals([], [])
-    raised: list[Raised] = []
-    if set(kinds) & {*FROM_USAGE, "abuse_detection"}:
+    read = UsageRead()
+    gathering = gatherer is not None and "smtp_out_connections" in kinds
+    if gathering or set(kinds) & {*FROM_USAGE, "abuse_detection"}:
         shown.stage("summing the usage log", None)
-        usage_totals, raised, notes = usage.read(period, "abuse_detection" in kinds, budgets)
+        read = usage.read(period, "abuse_detection" in kinds, budgets)
+    notes = list(read.notes)
     for kind in kinds:
         if kind in FROM_USAGE:
-            tables += FROM_USAGE[kind](usage_totals)
+            tables += FROM_USAGE[kind](read.totals)
         elif kind == "abuse_detection":
-            tables += abuse_detection(raised)
+            tables += abuse_detection(read.raised)
+        elif kind == "smtp_out_connections" and gatherer is not None:
+            counts, said = gatherer(read.hosts)
+            tables += connection_tables(counts, transports)
+            notes += said
         elif kind == "smtp_out_connections":
-            logs = [DeliveryLog() for _ in postfix_logs]
-            deliveries = (
-                delivery
-                for path, log in zip(postfix_logs, logs, strict=True)
-                for delivery in iter_deliveries(
-                    path, period.start, period.end, log=log, progress=_staged(shown, path)
+            if usage.redis_url is not None:
+                notes.append(
+                    "outbound SMTP from this host's Postfix log only (the MTAs' logs stay "
+                    "on each; a scheduled report adds them all up)"
                 )
-                if not usage.hosts or delivery.host in usage.hosts
-            )
-            tables += smtp_out_connections(deliveries, transports)
-            notes += [
-                f"{path}: {count} line(s) skipped: {why}"
-                for path, log in zip(postfix_logs, logs, strict=True)
-                for why, count in sorted(log.skipped.items())
-            ]
+            counts, said = read_connections(postfix_logs, period, usage.hosts, shown)
+            tables += connection_tables(counts, transports)
+            notes += said
     return Report(period, tables, notes)
+
+
+def read_connections(
+    postfix_logs: Sequence[str],
+    period: Period,
+    hosts: Collection[str] = (),
+    progress: Progress | None = None,
+) -> tuple[ConnectionCounts, list[str]]:
+    """The outbound SMTP counts of these logs in the period (of the syslog hosts named,
+    when any are), and a note per kind of line skipped; raises PostfixLogUnreadable."""
+    shown = progress or Silent()
+    logs = [DeliveryLog() for _ in postfix_logs]
+    deliveries = (
+        delivery
+        for path, log in zip(postfix_logs, logs, strict=True)
+        for delivery in iter_deliveries(
+            path, period.start, period.end, log=log, progress=_staged(shown, path)
+        )
+        if not hosts or delivery.host in hosts
+    )
+    counts = count_connections(deliveries)
+    notes = [
+        f"{path}: {count} line(s) skipped: {why}"
+        for path, log in zip(postfix_logs, logs, strict=True)
+        for why, count in sorted(log.skipped.items())
+    ]
+    return counts, notes
