@@ -21,7 +21,7 @@ from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
 
 if TYPE_CHECKING:
-    from postwarden.accounts.audit import Failure
+    from postwarden.accounts.audit import Expiring, Failure
     from postwarden.policy.models import Policy
     from postwarden.policy.secrets import Secrets
     from postwarden.policyd.settings import PolicydSettings
@@ -864,8 +864,10 @@ def audit_passwords(
         failures = plan.failures + guess(plan, jobs, progress.update)
     failures.sort(key=lambda f: (f.address, f.problem))
     _show_audit(failures, output)
-    if notify and failures:
-        _notify_audit(loaded.policy, failures, settings)
+    for soon in plan.expiring:
+        typer.echo(f"note: the password of {soon.address} {soon.detail()}", err=True)
+    if notify and (failures or plan.expiring):
+        _notify_audit(loaded.policy, failures, settings, plan.expiring)
     if failures:
         raise typer.Exit(1)
 
@@ -926,7 +928,10 @@ def _show_audit(failures: list[Failure], output: AuditFormat) -> None:
 
 
 def _notify_audit(
-    policy: Policy, failures: list[Failure], settings: PolicydSettings | None
+    policy: Policy,
+    failures: list[Failure],
+    settings: PolicydSettings | None,
+    expiring: list[Expiring],
 ) -> None:
     """--notify; ``settings`` on a host, where the MTAs sharing Redis notify once."""
     import time
@@ -938,11 +943,16 @@ def _notify_audit(
     if holder is not None:
         typer.echo(f"password.audit_failed already sent by {holder}", err=True)
         return
-    sent = notify(policy, failures, now)
+    sent = notify(policy, failures, now, expiring)
     for name in sent.channels:
         typer.echo(f"password.audit_failed sent to {name}", err=True)
     if sent.users:
         typer.echo(f"told {len(sent.users)} users: {', '.join(sent.users)}", err=True)
+    if sent.warned:
+        typer.echo(
+            f"warned {len(sent.warned)} users of their password's expiry: {', '.join(sent.warned)}",
+            err=True,
+        )
     for problem in sent.failed:
         typer.echo(f"error: not sent: {problem}", err=True)
 

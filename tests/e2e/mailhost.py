@@ -40,6 +40,7 @@ PASSWORDS = {
     "former@example.com": "Maple-Ridge-Lantern-42",
     "limited@example.com": "Maple-Ridge-Lantern-42",
     "bulky@example.com": "Maple-Ridge-Lantern-42",
+    "stale@example.com": "Maple-Ridge-Lantern-42",
 }
 OUTSIDE = "127.0.0.9"
 """Tests connect from here: not in mynetworks, so the host treats it as the Internet."""

@@ -311,6 +311,34 @@ def imap_login(source: str) -> bool:
     return True
 
 
+def can_log_in(source: str, login: str) -> bool:
+    try:
+        with _ImapFrom(source) as client:
+            client.login(login, PASSWORDS[login])
+            client.logout()
+    except imaplib.IMAP4.error:
+        return False
+    return True
+
+
+def test_a_password_past_max_age_and_grace_stops_working(mailhost: MailHost) -> None:
+    """stale@ has the right password, set in 2020 (max_age 365d, grace 7d): IMAP and
+    SMTP AUTH refuse it, with the reason in Dovecot's log. Refused logins are no
+    guesses: retried more often than auth_failures, they ban nobody. bob@, with the
+    same hash but no record of its age, logs in."""
+    source = "127.0.0.61"
+    for _ in range(5):
+        assert not can_log_in(source, "stale@example.com")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        logged_in("stale@example.com")
+    assert can_log_in(source, "bob@example.org")
+    said = DOVECOT_LOG.read_text(errors="replace")
+    assert "password of stale@example.com expired on 2020-12-31" in said
+    logged = POLICYD_LOG.read_text(errors="replace")
+    assert f"refused login=stale@example.com client={source} reason=password_expired" in logged
+    assert f"ban client={source}" not in logged
+
+
 def harvest(source: str, count: int = 5) -> None:
     with smtplib.SMTP("127.0.0.1", 25, source_address=(source, 0), timeout=30) as client:
         client.ehlo("probe.remote.test")

@@ -466,7 +466,7 @@ def test_untrusted_or_foreign_senders_are_not_counted(write_policy: WritePolicy)
 
 def failed_login(view: PolicyView, counters: Counters, client: str) -> Verdict:
     report = {"remote": client, "success": False}
-    return drive(decide_auth("report", report, view), counters)
+    return drive(decide_auth("report", report, view, NOW), counters)
 
 
 def test_failed_logins_ban_once_and_raise_one_event(write_policy: WritePolicy) -> None:
@@ -487,6 +487,84 @@ def test_failed_logins_from_the_hosts_own_networks_never_ban(write_policy: Write
     # webmail on the host logs its users in from 127.0.0.1
     assert all(failed_login(view, counters, "127.0.0.1").action == "DUNNO" for _ in range(10))
     assert counters.bans == {}
+
+
+DAY = 86400.0
+NOW = 1_800_000_000.0
+EXPIRY = """\
+server: {hostname: mail.example.com, postmaster: ops@example.net}
+password_policy: {max_age: 90d, max_age_grace: 7d}
+domains:
+  example.com: {}
+users:
+  fresh@example.com: {}
+  aging@example.com: {}
+  stale@example.com: {}
+  unknown@example.com: {}
+  gone@example.com: {disabled: true}
+abuse:
+  bad_smtp_sessions: {invalid_recipients: 3, auth_failures: 3, within: 10m, ban_for: 1h}
+"""
+
+
+def expiry_view(write_policy: WritePolicy, text: str = EXPIRY) -> PolicyView:
+    set_at = {
+        "fresh@example.com": NOW - 30 * DAY,
+        "aging@example.com": NOW - 95 * DAY,  # expired, within its grace
+        "stale@example.com": NOW - 97 * DAY - 1,  # past the grace by a second
+        "gone@example.com": NOW - 900 * DAY,
+    }
+    return compile_view(load_policy(write_policy(text)).policy, ["127.0.0.0/8"], set_at)
+
+
+def login_allowed(view: PolicyView, login: str, now: float = NOW) -> Verdict:
+    request: dict[str, object] = {"login": login, "remote": "192.0.2.7", "protocol": "imap"}
+    return drive(decide_auth("allow", request, view, now), Counters())
+
+
+def test_a_password_past_max_age_and_its_grace_stops_working_at_login(
+    write_policy: WritePolicy,
+) -> None:
+    view = expiry_view(write_policy)
+    for login in ("fresh@example.com", "aging@example.com", "unknown@example.com"):
+        assert login_allowed(view, login).action == "DUNNO", login
+    refused = login_allowed(view, "Stale@Example.com")
+    assert refused.action == (
+        "REJECT password of stale@example.com expired on 2027-01-08 "
+        "(password_policy.max_age): set a new one with postwarden passwd"
+    )
+    assert refused.logs == (
+        "refused login=stale@example.com client=192.0.2.7 reason=password_expired",
+    )
+    # the grace ends to the second: aging's ends two days later
+    assert login_allowed(view, "aging@example.com", NOW + 2 * DAY - 1).action == "DUNNO"
+    assert login_allowed(view, "aging@example.com", NOW + 2 * DAY).action.startswith(
+        "REJECT password of aging@example.com expired"
+    )
+
+
+def test_without_max_age_or_with_no_grace(write_policy: WritePolicy) -> None:
+    unlimited = expiry_view(write_policy, EXPIRY.replace("max_age: 90d, max_age_grace: 7d", ""))
+    assert unlimited.password_expiry == {}
+    assert login_allowed(unlimited, "stale@example.com").action == "DUNNO"
+    strict = expiry_view(write_policy, EXPIRY.replace("max_age_grace: 7d", "max_age_grace: 0s"))
+    assert login_allowed(strict, "aging@example.com").action.startswith("REJECT")
+    # a disabled user has no password Dovecot accepts: nothing for the daemon to keep
+    assert "gone@example.com" not in strict.password_expiry
+
+
+def test_a_login_refused_by_the_daemon_is_no_failed_guess(write_policy: WritePolicy) -> None:
+    """Dovecot reports a login the daemon refused as failed, with policy_reject: the
+    expired user's phone retrying must not get its address banned."""
+    view = expiry_view(write_policy)
+    counters = Counters()
+    report = {"remote": "192.0.2.8", "success": False, "policy_reject": True}
+    for _ in range(5):
+        assert drive(decide_auth("report", report, view, NOW), counters).action == "DUNNO"
+    assert counters.bans == {}
+    # a wrong password is still counted
+    verdicts = [failed_login(view, counters, "192.0.2.8") for _ in range(3)]
+    assert verdicts[-1].action == "REJECT too many failed logins"
 
 
 # ----------------------------------------------------------------- domain budgets

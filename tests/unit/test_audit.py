@@ -190,6 +190,64 @@ def test_notify_raises_the_event_and_tells_each_user(tmp_path: Path, sink: Sink)
         assert "123456" not in message.as_string()
 
 
+def test_expiry_is_dated_and_users_are_warned_ahead(tmp_path: Path, sink: Sink) -> None:
+    """max_age 365d, grace 7d, warning 14d: a password set 360 days ago expires in 5
+    days (its user is warned, the audit still passes); one set 368 days ago expired
+    and still works for 4 days; one set 400 days ago is refused at login already."""
+    users: dict[str, tuple[str | None, float | None]] = {
+        "alice@example.com": (CHEAP.hash(GOOD), 10.0),
+        "bob@example.com": (CHEAP.hash(GOOD), 360.0),
+    }
+    policy = write(tmp_path, users)
+    text = (
+        policy.read_text()
+        .replace("  max_age: 365d\n", "  max_age: 365d\n  audit:\n    notify_users: true\n")
+        .replace(
+            "  postmaster: ops@example.net\n",
+            "  postmaster: ops@example.net\n"
+            f"  notification_relay: {{host: 127.0.0.1, port: {sink.port}, starttls: false}}\n",
+        )
+    )
+    text = "".join(
+        line
+        for line in text.splitlines(keepends=True)
+        if line.startswith(("server", "  ", "password", "domains", "users"))
+        and not line.startswith(("  carol", "  dave", "  erin", "  frank", "  gina", "  old"))
+        and "disabled" not in line
+    )
+    policy.write_text(text)
+    command = ["audit", "passwords", "--policy", str(policy), "--common", "0", "--notify"]
+    warned = runner.invoke(app, command)
+    assert warned.exit_code == 0, warned.output
+    expires = time.strftime("%Y-%m-%d", time.gmtime(NOW + 5 * DAY))
+    refused = time.strftime("%Y-%m-%d", time.gmtime(NOW + 12 * DAY))
+    assert (
+        f"note: the password of bob@example.com expires on {expires}, "
+        f"stops working at login on {refused}"
+    ) in warned.stderr
+    assert "warned 1 users of their password's expiry: bob@example.com" in warned.stderr
+    (mail,) = sink.messages()
+    assert str(mail["To"]) == "bob@example.com"
+    body = mail.get_body(("plain",))
+    assert body is not None
+    assert f"Your mail password expires on {expires}" in body.get_content()
+    assert f"From {refused}, it stops working" in body.get_content()
+
+    def expired_of(days_ago: float) -> str:
+        loaded = load_policy(write(tmp_path, {"bob@example.com": (CHEAP.hash(GOOD), days_ago)}))
+        (bob,) = [
+            f.detail
+            for f in plan_audit(loaded.policy, loaded.secrets, 0).failures
+            if (f.address, f.problem) == ("bob@example.com", "expired")
+        ]
+        return bob
+
+    four_days = time.strftime("%Y-%m-%d", time.gmtime(NOW + 4 * DAY))
+    assert expired_of(368).endswith(f"; stops working at login on {four_days}")
+    since = time.strftime("%Y-%m-%d", time.gmtime(NOW - 28 * DAY))
+    assert expired_of(400).endswith(f"; refused at login since {since}")
+
+
 def test_on_a_host_the_hashes_come_from_dovecots_passdb(tmp_path: Path) -> None:
     """Without --policy, as the audit timer runs it: the deployed policy, the daemon's
     secrets file (when each password was set; no hashes) and the hashes from

@@ -244,3 +244,21 @@ def test_users_told_of_a_failed_audit_need_the_relay(write_policy: WritePolicy) 
     ]
     quiet = "password_policy:\n  audit: {schedule: weekly, notify_users: false}\n"
     assert _load(write_policy, quiet).policy.password_policy.audit is not None
+
+
+def test_expiry_without_a_warning_ahead_warns(write_policy: WritePolicy) -> None:
+    told = "password_policy:\n  max_age: 365d\n  audit: {notify_users: true}\n"
+    relay = MINIMAL_POLICY.replace("server:\n", "server:\n  notification_relay: {host: r.test}\n")
+    assert load_policy(write_policy(relay + told)).warnings == []
+    for untold in ("  max_age: 365d\n", "  max_age: 365d\n  audit: {schedule: daily}\n"):
+        assert _warnings(write_policy, "password_policy:\n" + untold) == [
+            "password_policy.max_age: expired passwords stop working at login, and nobody "
+            "tells their users ahead"
+        ]
+
+
+@pytest.mark.parametrize("key", ["max_age_grace", "max_age_warning"])
+def test_expiry_settings_without_max_age_warn(write_policy: WritePolicy, key: str) -> None:
+    assert _warnings(write_policy, f"password_policy:\n  {key}: 3d\n") == [
+        f"password_policy.{key}: {key} has no effect without max_age"
+    ]

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from postwarden.accounts.common_passwords import most_common
@@ -40,6 +40,24 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class Expiring:
+    """A password that expires within ``max_age_warning``: not a failure yet, but its
+    user is told (with ``audit.notify_users``)."""
+
+    address: str
+    expires: float
+    refused_from: float
+    """When it stops working at login: ``max_age_grace`` after it expires."""
+
+    def detail(self) -> str:
+        return f"expires on {day(self.expires)}, stops working at login on {day(self.refused_from)}"
+
+
+def day(moment: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+
+
+@dataclass(frozen=True)
 class Guessing:
     """The tries for one user's hash, in the order they are made."""
 
@@ -55,6 +73,7 @@ class AuditPlan:
     failures: list[Failure]
     """What is known without guessing."""
     guessing: list[Guessing]
+    expiring: list[Expiring] = field(default_factory=list)
 
     @property
     def tries(self) -> int:
@@ -98,6 +117,7 @@ def plan_audit(
     rules = policy.password_policy
     failures: list[Failure] = []
     guessing: list[Guessing] = []
+    expiring: list[Expiring] = []
     common = most_common(common_tries) if rules.forbid_common else []
     for address, user in sorted(policy.users.items()):
         if user.disabled:
@@ -126,8 +146,26 @@ def plan_audit(
                 )
             elif moment - set_at > rules.max_age:
                 days = int((moment - set_at) // 86400)
+                refused = set_at + rules.max_age + rules.max_age_grace
+                when = (
+                    f"refused at login since {day(refused)}"
+                    if moment >= refused
+                    else f"stops working at login on {day(refused)}"
+                )
                 failures.append(
-                    Failure(address, "expired", f"set {days} days ago; max_age is {rules.max_age}")
+                    Failure(
+                        address,
+                        "expired",
+                        f"set {days} days ago; max_age is {rules.max_age}; {when}",
+                    )
+                )
+            elif moment + rules.max_age_warning >= set_at + rules.max_age:
+                expiring.append(
+                    Expiring(
+                        address,
+                        set_at + rules.max_age,
+                        set_at + rules.max_age + rules.max_age_grace,
+                    )
                 )
         candidates = [("common", word) for word in common]
         if rules.forbid_personal:
@@ -136,7 +174,7 @@ def plan_audit(
             ]
         if candidates:
             guessing.append(Guessing(address, password_hash, scheme, candidates))
-    return AuditPlan(failures, guessing)
+    return AuditPlan(failures, guessing, expiring)
 
 
 CHUNK = 8

@@ -504,6 +504,30 @@ def password_hashes(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             )
 
 
+@check("password_policy")
+def password_expiry(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
+    rules = policy.password_policy
+    if rules.max_age is None:
+        for key in ("max_age_grace", "max_age_warning"):
+            if key in rules.model_fields_set:
+                yield Finding(
+                    ("password_policy", key),
+                    f"{key} has no effect without max_age",
+                    "set max_age, or remove it",
+                    severity="warning",
+                )
+        return
+    audit = rules.audit
+    if audit is None or not audit.notify_users:
+        yield Finding(
+            ("password_policy", "max_age"),
+            "expired passwords stop working at login, and nobody tells their users ahead",
+            "set password_policy.audit.notify_users: true (the audit mails them "
+            "max_age_warning before)",
+            severity="warning",
+        )
+
+
 MAX_REPEATED_WARNINGS = 10
 
 

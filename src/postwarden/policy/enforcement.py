@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from postwarden.policy.models import Policy
+from postwarden.policy.models.base import PolicyModel
 from postwarden.policy.problems import Finding
 
-NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {
-    ("password_policy", "max_age"): (
-        "the password audit reports expired passwords, but they still work at login"
-    ),
-}
+NOT_ENFORCED_KEYS: dict[tuple[str, ...], str] = {}
 """Keys (``*`` for a name the administrator chooses) and why they do nothing yet."""
 
 NOT_ENFORCED_EVENTS: dict[str, str] = {}
@@ -28,9 +25,9 @@ _SUFFIX = "not enforced by this version of postwarden"
 
 def not_enforced(policy: Policy) -> Iterator[Finding]:
     """A warning for each setting the policy declares that this version ignores."""
-    settings = policy.password_policy
-    if settings.max_age is not None:
-        yield _warning(("password_policy", "max_age"))
+    for path in NOT_ENFORCED_KEYS:
+        if _is_set(policy, path):
+            yield _warning(path)
     for index, event in enumerate(policy.events):
         reason = NOT_ENFORCED_EVENTS.get(event.on)
         if reason is not None:
@@ -49,3 +46,13 @@ def _warning(path: tuple[str, ...]) -> Finding:
         "keep it for a later version, or remove it",
         severity="warning",
     )
+
+
+def _is_set(policy: Policy, path: tuple[str, ...]) -> bool:
+    """Whether the policy sets the key at ``path`` (a model field at each step)."""
+    node: object = policy
+    for name in path:
+        if not isinstance(node, PolicyModel) or name not in node.model_fields_set:
+            return False
+        node = getattr(node, name)
+    return True

@@ -15,6 +15,7 @@ throttle applies in addition to the poster's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from typing import Literal, NamedTuple
 
@@ -438,16 +439,33 @@ def _int(value: str | None) -> int:
 AUTH_REJECT = "REJECT"
 
 
-def decide_auth(command: str, request: dict[str, object], view: PolicyView) -> Decision:
+def decide_auth(command: str, request: dict[str, object], view: PolicyView, now: float) -> Decision:
     """Dovecot asks before a login (``allow``) and reports its outcome (``report``):
-    a banned client may not even try, and failed logins count towards a ban on every
-    host that shares the store. A REJECT verdict is Dovecot's status -1."""
+    a banned client may not even try, a login whose password is past max_age and its
+    grace may not either, and failed logins count towards a ban on every host that
+    shares the store. A REJECT verdict is Dovecot's status -1: the login fails as a
+    wrong password would (the reason goes to Dovecot's log, never to the client)."""
     client = str(request.get("remote") or "")
+    if command == "allow":
+        login = str(request.get("login") or "").lower()
+        expiry = view.password_expiry.get(login)
+        if expiry is not None and now >= expiry.refused_from:
+            return Verdict(
+                f"{AUTH_REJECT} password of {login} expired on {_day(expiry.expired)} "
+                "(password_policy.max_age): set a new one with postwarden passwd",
+                (),
+                (f"refused login={login} client={client or '-'} reason=password_expired",),
+            )
     if not client:
         return Verdict(PASS)
     if command == "allow":
         results = yield [BanCheck(client)]
         return Verdict(f"{AUTH_REJECT} banned for abuse" if results[0] else PASS)
+    if request.get("policy_reject") is True:
+        # refused by this daemon before the password was checked (a ban, an expired
+        # password): no guess was made, and an expired user's phone retrying every
+        # minute must not get the office's address banned
+        return Verdict(PASS)
     bad = view.bad_sessions
     if command != "report" or request.get("success") is not False:
         return Verdict(PASS)
@@ -470,3 +488,7 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView) -> D
             f"within={int(bad.within)}s for={int(bad.ban_for)}s",
         ),
     )
+
+
+def _day(moment: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(moment))

@@ -47,6 +47,7 @@ class Engine:
     on_hold: Callable[[Hold], None] = lambda hold: None
     store_errors: int = field(default=0)
     clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
     _down_since: float | None = field(default=None, init=False, repr=False)
     _down_logged_at: float = field(default=0.0, init=False, repr=False)
     _down_unlogged: int = field(default=0, init=False, repr=False)
@@ -64,7 +65,7 @@ class Engine:
 
     async def decide_auth(self, command: str, request: dict[str, object]) -> str:
         involved = (str(request.get("remote") or ""), str(request.get("login") or "").lower())
-        return await self.run(decide_auth(command, request, self.view), involved)
+        return await self.run(decide_auth(command, request, self.view, self.wall_clock()), involved)
 
     def decide_now(self, request: dict[str, str]) -> str | None:
         """Decide without waiting, when the store answers at once (the local store);

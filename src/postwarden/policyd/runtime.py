@@ -48,8 +48,9 @@ class LoaderFailed(Exception):
 def build_runtime(settings: PolicydSettings) -> Runtime:
     """Load, validate and compile in this process. Raises PolicyInvalid."""
     secrets = settings.secrets if Path(settings.secrets).exists() else None
-    policy = load_policy(settings.policy, secrets).policy
-    view = compile_view(policy, settings.mynetworks)
+    loaded = load_policy(settings.policy, secrets)
+    policy = loaded.policy
+    view = compile_view(policy, settings.mynetworks, loaded.secrets.password_set)
     return Runtime(view, policy.model_copy(update={"users": {}}))
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from postwarden.policy.models import Policy
 from postwarden.policy.models.abuse import BadSmtpSessions, InternalSpammer
@@ -18,6 +19,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class NamedThrottle:
     name: str
     throttle: Throttle
+
+
+@dataclass(frozen=True)
+class PasswordExpiry:
+    expired: float
+    """When the password passed max_age."""
+    refused_from: float
+    """When it stops working at login: max_age_grace later."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class PolicyView:
     large_message_above: int | None
     trusted_networks: tuple[IPNetwork, ...] = ()
     """The host's own networks (Postfix's mynetworks): they relay without a login."""
+    password_expiry: dict[str, PasswordExpiry] = field(default_factory=dict)
+    """By login (lower case): when its password expired and stops working, for the
+    logins whose password has a recorded age under ``password_policy.max_age``."""
 
     def longest_window(self) -> int:
         """The longest window anything is counted in, in seconds: counts idle for
@@ -100,7 +112,14 @@ def without_extension(address: str) -> str:
     return f"{local.partition('+')[0]}@{domain}"
 
 
-def compile_view(policy: Policy, trusted: list[str] | None = None) -> PolicyView:
+def compile_view(
+    policy: Policy,
+    trusted: list[str] | None = None,
+    password_set: Mapping[str, float] | None = None,
+) -> PolicyView:
+    """``password_set``: when each user's password was set (the secrets' record), by
+    lower-case address; a password with no record has no expiry the daemon can
+    enforce (the password audit names it)."""
     throttles = policy.throttles
 
     # one object per throttle, shared by all its users: not one per user
@@ -153,4 +172,18 @@ def compile_view(policy: Policy, trusted: list[str] | None = None) -> PolicyView
         bad_sessions=policy.abuse.bad_smtp_sessions,
         large_message_above=min(large) if large else None,
         trusted_networks=networks(trusted or []),
+        password_expiry=password_expiry(policy, password_set or {}),
     )
+
+
+def password_expiry(policy: Policy, password_set: Mapping[str, float]) -> dict[str, PasswordExpiry]:
+    rules = policy.password_policy
+    if rules.max_age is None:
+        return {}
+    return {
+        address.lower(): PasswordExpiry(
+            set_at + rules.max_age, set_at + rules.max_age + rules.max_age_grace
+        )
+        for address, user in policy.users.items()
+        if not user.disabled and (set_at := password_set.get(address.lower())) is not None
+    }

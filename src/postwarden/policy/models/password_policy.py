@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from postwarden.policy.models.base import PolicyModel
-from postwarden.policy.units import Duration
+from postwarden.policy.units import Duration, Seconds
 
 Schedule = Literal["daily", "weekly", "monthly"]
 
@@ -27,5 +27,12 @@ class PasswordPolicy(PolicyModel):
     forbid_personal: bool = True
     """Refuse passwords containing the local part, the name or the domain."""
     max_age: Duration | None = None
+    """A password older than this stops working at login (IMAP, POP3 and SMTP AUTH),
+    ``max_age_grace`` later."""
+    max_age_grace: Duration = Seconds(7 * 86400)
+    """How long an expired password still works: time to set a new one."""
+    max_age_warning: Duration = Seconds(14 * 86400)
+    """The password audit tells a user this long before the password expires (with
+    ``audit.notify_users``)."""
     hash_scheme: Literal["argon2id", "bcrypt", "sha512-crypt"] = "argon2id"
     audit: PasswordAudit | None = None
