@@ -19,6 +19,7 @@ from postwarden.render.render import render
 from postwarden.render.tree import RenderedTree, write_tree
 from postwarden.schema import SCHEMA_PATH, schema_text
 from postwarden.summary import summarize, summary_lines
+from postwarden.visible import visible
 
 if TYPE_CHECKING:
     from postwarden.accounts.audit import Expiring, Failure
@@ -639,7 +640,7 @@ def report_command(
         typer.echo(f"error: cannot read Postfix's log: {error}", err=True)
         raise typer.Exit(1) from None
     for note in report.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {visible(note)}", err=True)
     _write_report(report.tables, period, output, to_file)
 
 
@@ -736,7 +737,7 @@ def _mail_report(
         typer.echo(f"error: report {name}: {error}", err=True)
         raise typer.Exit(1) from None
     for note in mailed.report.notes:
-        typer.echo(f"note: {note}", err=True)
+        typer.echo(f"note: {visible(note)}", err=True)
     described = mailed.report.period.describe()
     if mailed.by is not None:
         typer.echo(f"report {name} ({described}): already mailed by {mailed.by}")

@@ -21,7 +21,8 @@ from postwarden.reports import mailing
 from postwarden.reports.connections import ConnectionCounts, count_connections
 from postwarden.reports.gathered import CannotGather, gather_counts, post_counts
 from postwarden.reports.mailing import Mailed, mail_report
-from postwarden.reports.make import UsageSource
+from postwarden.reports.make import Report, UsageSource
+from postwarden.reports.period import Period
 from postwarden.reports.postfix_log import parse_deliveries
 from tests.conftest import Sink
 from tests.policyd.test_usage_stream import mirrored, write
@@ -206,3 +207,18 @@ def test_a_store_that_cannot_be_read_is_an_error(redis_server: RedisServer) -> N
     redis_server.stop()
     with pytest.raises(CannotGather, match="redis"):
         post_counts(redis_server.url, "k", "mx1", ConnectionCounts(), 60)
+
+
+def test_a_host_name_from_the_store_cannot_drive_a_terminal(
+    redis_server: RedisServer, tmp_path: Path, sink: Sink
+) -> None:
+    """Host names come from the shared Redis: shown in notes (on the operator's
+    terminal, in the mail), their control characters are escapes."""
+    hostile = "mx\x1b]0;owned\x07"
+    post_counts(redis_server.url, "k", hostile, ConnectionCounts(), 60)
+    notes = gather_counts(redis_server.url, "k", set(), wait=0).notes(0)
+    report = Report(Period(time.time() - 60, time.time()), [], notes)
+    message = mailing.report_message("daily-ops", report, "mx", "a@example.com", ["b@example.com"])
+    text = plain(message)
+    assert "\x1b" not in text
+    assert "mx\\u001b]0;owned\\u0007" in text

@@ -35,6 +35,7 @@ from postwarden.reports.make import (
 )
 from postwarden.reports.output import as_text
 from postwarden.reports.period import Period
+from postwarden.visible import visible
 
 PERIODS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
 """What each schedule reports on: the time since the timer last ran."""
@@ -76,7 +77,7 @@ def report_message(
     message["Date"] = formatdate(now)
     message["Message-ID"] = make_msgid(domain=host)
     message["Auto-Submitted"] = "auto-generated"
-    notes = "".join(f"Note: {note}\n" for note in report.notes)
+    notes = "".join(f"Note: {visible(note)}\n" for note in report.notes)
     message.set_content(f"{title}\n{period}\n\n{notes}{as_text(report.tables, width=100)}")
     message.add_alternative(as_html(report.tables, title, period, generated), subtype="html")
     return message
