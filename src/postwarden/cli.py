@@ -690,7 +690,11 @@ def _deployed_policy(settings: PolicydSettings) -> Policy | None:
     try:
         return load_policy(settings.policy, secrets).policy
     except (PolicyInvalid, OSError) as error:
-        why = "it is not valid" if isinstance(error, PolicyInvalid) else str(error)
+        why = (
+            (errors(error.problems) or error.problems)[0].message
+            if isinstance(error, PolicyInvalid)
+            else str(error)
+        )
         typer.echo(
             f"note: the deployed policy {settings.policy} cannot be read ({why}): transports "
             "are shown by name, and the throttles at their peak not at all",

@@ -534,7 +534,8 @@ def test_a_password_past_max_age_and_its_grace_stops_working_at_login(
         "(password_policy.max_age): set a new one with postwarden passwd"
     )
     assert refused.logs == (
-        "refused login=stale@example.com client=192.0.2.7 reason=password_expired",
+        "refused login=stale@example.com client=192.0.2.7 reason=password_expired "
+        "expired=2027-01-08",
     )
     # the grace ends to the second: aging's ends two days later
     assert login_allowed(view, "aging@example.com", NOW + 2 * DAY - 1).action == "DUNNO"

@@ -15,6 +15,7 @@ import pytest
 
 from bench import gen_postfix_log
 from postwarden.reports.postfix_log import iter_deliveries
+from tests.conftest import MINIMAL_POLICY
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -22,9 +23,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 @pytest.fixture
 def settings(tmp_path: Path) -> Path:
     """Settings that name nothing on the machine running the tests."""
+    deployed = tmp_path / "deployed.yml"
+    deployed.write_text(MINIMAL_POLICY, encoding="utf-8")
     path = tmp_path / "policyd.yml"
     path.write_text(
-        f"policy: {tmp_path / 'none.yml'}\nsecrets: {tmp_path / 'none-secrets.yml'}\n"
+        f"policy: {deployed}\nsecrets: {tmp_path / 'none-secrets.yml'}\n"
         f"usage_log: {tmp_path / 'none.sqlite'}\n",
         encoding="utf-8",
     )

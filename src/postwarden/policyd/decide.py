@@ -444,7 +444,7 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
     a banned client may not even try, a login whose password is past max_age and its
     grace may not either, and failed logins count towards a ban on every host that
     shares the store. A REJECT verdict is Dovecot's status -1: the login fails as a
-    wrong password would (the reason goes to Dovecot's log, never to the client)."""
+    wrong password would (Dovecot tells the client no reason; this daemon logs it)."""
     client = str(request.get("remote") or "")
     if command == "allow":
         login = str(request.get("login") or "").lower()
@@ -454,7 +454,10 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
                 f"{AUTH_REJECT} password of {login} expired on {_day(expiry.expired)} "
                 "(password_policy.max_age): set a new one with postwarden passwd",
                 (),
-                (f"refused login={login} client={client or '-'} reason=password_expired",),
+                (
+                    f"refused login={login} client={client or '-'} reason=password_expired "
+                    f"expired={_day(expiry.expired)}",
+                ),
             )
     if not client:
         return Verdict(PASS)
