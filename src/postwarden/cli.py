@@ -795,6 +795,71 @@ def passwd_command(
     typer.echo(f"password of {account.address} set in {written}; deploy to make it live")
 
 
+account_app = typer.Typer(
+    help="Logins suspended at run time, on every host sharing the store: refused at "
+    "SMTP (RCPT) and at login (IMAP, POP3, SMTP AUTH) until released."
+)
+app.add_typer(account_app, name="account")
+
+
+def _since(moment: int) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(moment))
+
+
+@account_app.command("status")
+def account_status(
+    address: Annotated[
+        str | None, typer.Argument(help="One login [default: every suspended one].")
+    ] = None,
+    admin: AdminOpt = None,
+) -> None:
+    """Show the suspended logins, or whether ADDRESS is one."""
+    shown = _admin_call(admin, "/suspensions")
+    assert isinstance(shown, dict)
+    suspended = {entry["login"]: entry["since"] for entry in shown["suspensions"]}
+    if address is not None:
+        login = address.lower()
+        since = suspended.get(login)
+        typer.echo(
+            f"{login}: suspended since {_since(since)}"
+            if since is not None
+            else f"{login}: not suspended"
+        )
+        return
+    if not suspended:
+        typer.echo("no login is suspended")
+    for login, since in suspended.items():
+        typer.echo(f"{login:<40} suspended since {_since(since)}")
+
+
+def _set_suspended(address: str, suspend: bool, admin: str | None) -> None:
+    action = "suspend" if suspend else "release"
+    from urllib.parse import quote
+
+    done = _admin_call(admin, f"/suspensions/{quote(address, safe='@')}", {"action": action})
+    assert isinstance(done, dict)
+    login = done["login"]
+    if suspend:
+        typer.echo(f"{login}: suspended" if done["changed"] else f"{login}: already suspended")
+    else:
+        typer.echo(f"{login}: released" if done["changed"] else f"{login}: was not suspended")
+
+
+@account_app.command("suspend")
+def account_suspend(address: str, admin: AdminOpt = None) -> None:
+    """Refuse ADDRESS's mail and logins now, on every host sharing the store, until
+    released (no redeploy either way)."""
+    _set_suspended(address, True, admin)
+
+
+@account_app.command("release")
+def account_release(address: str, admin: AdminOpt = None) -> None:
+    """Accept ADDRESS's mail and logins again."""
+    _set_suspended(address, False, admin)
+
+
 audit_app = typer.Typer(help="Audits of what is already deployed.")
 app.add_typer(audit_app, name="audit")
 

@@ -343,6 +343,51 @@ def test_a_password_past_max_age_and_grace_stops_working(mailhost: MailHost) -> 
     assert f"ban client={source}" not in logged
 
 
+def test_a_suspended_account_is_refused_until_released(mailhost: MailHost) -> None:
+    """`postwarden account suspend`: the login's mail is refused at RCPT and its
+    logins (IMAP, SMTP AUTH) fail, at once and with no reload; `release` restores
+    both. The other users are untouched."""
+    login, source = "bob@example.org", "127.0.0.62"
+    assert can_log_in(source, login)
+    done = postwarden("account", "suspend", login, "--admin", ADMIN)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "bob@example.org: suspended"
+    try:
+        status = postwarden("account", "status", "--admin", ADMIN)
+        assert status.stdout.startswith("bob@example.org"), status.stdout
+        assert not can_log_in(source, login)
+        assert can_log_in(source, "alice@example.com")
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            logged_in(login)
+    finally:
+        released = postwarden("account", "release", login, "--admin", ADMIN)
+    assert released.stdout.strip() == "bob@example.org: released", released.stderr
+    assert can_log_in(source, login)
+    with logged_in(login) as client:
+        client.send_message(message(login, "back@remote.test", marker()))
+    unknown = postwarden("account", "suspend", "nobody@example.org", "--admin", ADMIN)
+    assert unknown.returncode == 1
+    assert "not a user of the policy" in unknown.stderr
+
+
+def test_a_login_suspended_during_its_session_is_refused_at_rcpt(mailhost: MailHost) -> None:
+    """Logged in before the suspension, the session goes on: its next recipient is
+    refused by the daemon."""
+    login = "bulky@example.com"
+    with logged_in(login) as client:
+        client.mail(login)
+        assert client.rcpt("first@remote.test")[0] == 250
+        done = postwarden("account", "suspend", login, "--admin", ADMIN)
+        assert done.returncode == 0, done.stderr
+        try:
+            code, text = client.rcpt("second@remote.test")
+        finally:
+            postwarden("account", "release", login, "--admin", ADMIN)
+        client.rset()
+    assert code == 554
+    assert b"this account is suspended" in text
+
+
 def harvest(source: str, count: int = 5) -> None:
     with smtplib.SMTP("127.0.0.1", 25, source_address=(source, 0), timeout=30) as client:
         client.ehlo("probe.remote.test")

@@ -144,6 +144,7 @@ async def admin(write_policy: WritePolicy) -> AsyncIterator[Admin]:
         lambda: Tokens(dict(TOKENS)),
         lambda: store,
         on_spam,
+        lambda: engine.view.logins,
     )
     state = Admin(server, metrics, dispatcher, PoolRuntime(policy, HOST), engine, changed)
     holder["admin"] = state
@@ -687,3 +688,42 @@ async def test_a_verdict_that_does_not_act_is_not_recorded(
     assert (reply.status, reply.json()) == (200, {"recorded": False})
     await _settled()
     assert admin.verdicts == []
+
+
+async def test_a_login_is_suspended_and_released_by_the_admin(
+    admin: Admin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Suspended: its logins are refused (Dovecot's question), it is listed with
+    when, apart from the clients' bans and not counted with them; released, it logs in
+    again. Only the admin may, and only for a user of the policy."""
+    from postwarden.policyd import admin as admin_module
+
+    monkeypatch.setattr(admin_module, "BANS_COUNT_EVERY", 0.0)
+    login = {"login": "Alice@Example.com", "remote": "192.0.2.70"}
+    assert (await admin.post("/dovecot/?command=allow", login, "dovecot")).json()["status"] == 0
+    before = int(time.time())
+    done = await admin.post("/suspensions/Alice@Example.com", {"action": "suspend"})
+    assert done.json() == {"login": "alice@example.com", "suspended": True, "changed": True}
+    again = await admin.post("/suspensions/alice@example.com", {"action": "suspend"})
+    assert again.json()["changed"] is False
+    refused = await admin.post("/dovecot/?command=allow", login, "dovecot")
+    assert refused.json() == {"status": -1, "msg": "account suspended"}
+    (listed,) = (await admin.request("GET", "/suspensions")).json()["suspensions"]
+    assert listed["login"] == "alice@example.com"
+    assert before - 1 <= listed["since"] <= time.time() + 1
+    assert (await admin.request("GET", "/bans")).json() == {"bans": []}
+    metrics = (await admin.request("GET", "/metrics", token=None)).body.decode()
+    assert "postwarden_policyd_bans_active 0.0" in metrics
+
+    released = await admin.post("/suspensions/alice@example.com", {"action": "release"})
+    assert released.json() == {"login": "alice@example.com", "suspended": False, "changed": True}
+    assert (await admin.request("GET", "/suspensions")).json() == {"suspensions": []}
+    assert (await admin.post("/dovecot/?command=allow", login, "dovecot")).json()["status"] == 0
+
+    unknown = await admin.post("/suspensions/mallory@example.com", {"action": "suspend"})
+    assert unknown.status == 404
+    for token in ("dovecot", "rspamd", None):
+        denied = await admin.post("/suspensions/alice@example.com", {"action": "suspend"}, token)
+        assert denied.status == 401
+    assert (await admin.request("GET", "/suspensions", token="dovecot")).status == 401
+    assert (await admin.request("GET", "/suspensions")).json() == {"suspensions": []}

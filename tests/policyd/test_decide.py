@@ -9,7 +9,17 @@ import pytest
 
 from postwarden.policy.load import load_policy
 from postwarden.policyd.counters import Counters
-from postwarden.policyd.decide import Decision, Verdict, decide, decide_auth
+from postwarden.policyd.decide import (
+    BANNED,
+    SUSPENDED,
+    SUSPENDED_FOR,
+    Ban,
+    Decision,
+    Verdict,
+    decide,
+    decide_auth,
+    suspension_key,
+)
 from postwarden.policyd.view import PolicyView, compile_view
 
 WritePolicy = Callable[..., Path]
@@ -566,6 +576,40 @@ def test_a_login_refused_by_the_daemon_is_no_failed_guess(write_policy: WritePol
     # a wrong password is still counted
     verdicts = [failed_login(view, counters, "192.0.2.8") for _ in range(3)]
     assert verdicts[-1].action == "REJECT too many failed logins"
+
+
+def suspended(counters: Counters, login: str) -> None:
+    counters.run([Ban(suspension_key(login), SUSPENDED_FOR)], 1_000_000.0)
+
+
+def test_a_suspended_login_is_refused_at_rcpt_and_at_login(write_policy: WritePolicy) -> None:
+    view = expiry_view(write_policy)
+    counters = Counters()
+    request = {
+        "protocol_state": "RCPT",
+        "sasl_username": "Fresh@Example.com",
+        "sender": "fresh@example.com",
+        "recipient": "someone@remote.test",
+        "client_address": "192.0.2.9",
+    }
+    assert drive(decide(request, view), counters).action == "DUNNO"
+    suspended(counters, "fresh@example.com")
+    refused = drive(decide(request, view), counters)
+    assert refused == SUSPENDED
+    assert refused.action.startswith("REJECT 5.7.1 this account is suspended")
+    # nothing of a refused request is counted, a banned client is told it is banned
+    assert drive(decide({**request, "client_address": ""}, view), counters) == SUSPENDED
+    counters.run([Ban("192.0.2.9", 60)], 1_000_000.0)
+    assert drive(decide(request, view), counters) == BANNED
+    allow: dict[str, object] = {"login": "fresh@example.com", "remote": "192.0.2.10"}
+    verdict = drive(decide_auth("allow", allow, view, NOW), counters)
+    assert verdict.action == "REJECT account suspended"
+    assert verdict.logs == ("refused login=fresh@example.com client=192.0.2.10 reason=suspended",)
+    # another login from the same client, and the same login without a client address
+    other: dict[str, object] = {"login": "aging@example.com", "remote": "192.0.2.10"}
+    assert drive(decide_auth("allow", other, view, NOW), counters).action == "DUNNO"
+    alone: dict[str, object] = {"login": "fresh@example.com"}
+    assert drive(decide_auth("allow", alone, view, NOW), counters).action.startswith("REJECT")
 
 
 # ----------------------------------------------------------------- domain budgets

@@ -534,6 +534,33 @@ def test_a_ban_is_lifted_by_the_operator_in_the_store_and_the_firewall(host: Any
     assert [code for code, _ in answers] == [250]
 
 
+def test_a_suspended_account_is_refused_until_released(host: Any) -> None:
+    """`postwarden account suspend`: the login fails at once (IMAP here; SMTP AUTH and
+    RCPT in tests/e2e), no redeploy; `release` restores it. Root only."""
+    login = "bob@example.org"
+    command = "/opt/postwarden/venv/bin/postwarden account"
+
+    def imap() -> bool:
+        result = host.run(f"smtp_probe imap '{login}' '{PASSWORDS[login]}' 127.0.0.27")
+        assert result.rc == 0, result.stderr
+        return bool(json.loads(result.stdout)["logged_in"])
+
+    assert imap()
+    refused = host.run(f"runuser -u nobody -- {command} suspend {login}")
+    assert refused.rc == 1
+    assert "cannot read the admin token" in refused.stderr
+    done = host.run(f"{command} suspend {login}")
+    assert done.rc == 0, done.stderr
+    try:
+        assert f"{login}: suspended since" in host.check_output(f"{command} status {login}")
+        assert not imap()
+    finally:
+        released = host.run(f"{command} release {login}")
+    assert released.stdout.strip() == f"{login}: released", released.stderr
+    assert imap()
+    assert f"{login}: not suspended" in host.check_output(f"{command} status {login}")
+
+
 @pytest.mark.parametrize("form", ["LF.LF", "LF.CRLF", "CRLF.LF", "CR.CRLF"])
 def test_smuggling_never_makes_a_second_message(host: Any, form: str) -> None:
     """One DATA hiding a second message from ceo@example.com: never two messages."""

@@ -11,6 +11,9 @@ and the run-time state of the IP pools.
   (auth_policy_server_url); the answer is ``{"status": 0}`` or ``{"status": -1}``.
 - ``GET /bans``: every ban in force, on every host sharing the store.
 - ``POST /bans/<client>`` with ``{"action": "lift"}``: end that client's ban now.
+- ``GET /suspensions``: every suspended login, on every host sharing the store.
+- ``POST /suspensions/<login>`` with ``{"action": "suspend"}`` or ``{"action":
+  "release"}``: refuse that login's mail and logins from now on, or again accept them.
 - ``POST /rspamd``: rspamd's verdict on an outbound message (our rule's
   JSON, spam.py); raises spam.outbound and corrects the usage log.
 
@@ -34,15 +37,21 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from postwarden.policyd.decide import AUTH_REJECT
+from postwarden.policyd.decide import (
+    AUTH_REJECT,
+    SUSPENDED_FOR,
+    Ban,
+    is_suspension,
+    suspension_key,
+)
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
 from postwarden.policyd.notify import Notification
@@ -110,6 +119,7 @@ class AdminServer:
         tokens: Callable[[], Tokens],
         store: Callable[[], Store],
         on_spam: Callable[[SpamVerdict], None],
+        known_logins: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         host, _, port = address.rpartition(":")
         admin = self
@@ -148,6 +158,7 @@ class AdminServer:
         self.tokens = tokens
         self.store = store
         self.on_spam = on_spam
+        self.known_logins = known_logins
         self._bans_counted_at = -BANS_COUNT_EVERY
         self.server = _BoundedServer((host.strip("[]"), int(port)), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -195,6 +206,9 @@ class AdminServer:
         elif request.path == "/bans":
             if self.allowed(request, "admin"):
                 self._bans(request)
+        elif request.path == "/suspensions":
+            if self.allowed(request, "admin"):
+                self._suspensions(request)
         else:
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -216,6 +230,12 @@ class AdminServer:
             self._pool(request, request.path.removeprefix("/pools/"), body)
         elif request.path.startswith("/bans/") and body.get("action") == "lift":
             self._lift(request, request.path.removeprefix("/bans/"))
+        elif request.path.startswith("/suspensions/") and body.get("action") in (
+            "suspend",
+            "release",
+        ):
+            login = unquote(url.path.removeprefix("/suspensions/"))
+            self._suspend(request, login, body["action"] == "suspend")
         else:
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not found"})
 
@@ -275,7 +295,8 @@ class AdminServer:
             return
         self._bans_counted_at = now
         with contextlib.suppress(StoreUnavailable):
-            self.metrics.bans.set(len(self.on_loop(self.store().bans())))
+            bans = self.on_loop(self.store().bans())
+            self.metrics.bans.set(sum(1 for name in bans if not is_suspension(name)))
 
     def _bans(self, request: BaseHTTPRequestHandler) -> None:
         try:
@@ -291,8 +312,48 @@ class AdminServer:
                 "bans": [
                     {"client": client, "until": int(until), "seconds_left": int(until - now)}
                     for client, until in sorted(bans.items(), key=lambda item: item[1])
+                    if not is_suspension(client)
                 ]
             },
+        )
+
+    def _suspensions(self, request: BaseHTTPRequestHandler) -> None:
+        try:
+            bans: dict[str, float] = self.on_loop(self.store().bans())
+        except StoreUnavailable as error:
+            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+            return
+        suspended = [
+            {"login": name.removeprefix(suspension_key("")), "since": int(until - SUSPENDED_FOR)}
+            for name, until in bans.items()
+            if is_suspension(name)
+        ]
+        _json(
+            request,
+            HTTPStatus.OK,
+            {"suspensions": sorted(suspended, key=lambda item: (item["since"], item["login"]))},
+        )
+
+    def _suspend(self, request: BaseHTTPRequestHandler, login: str, suspend: bool) -> None:
+        login = login.lower()
+        if login not in self.known_logins():
+            _json(request, HTTPStatus.NOT_FOUND, {"error": "not a user of the policy"})
+            return
+        name = suspension_key(login)
+        try:
+            if suspend:
+                (changed,) = self.on_loop(self.store().run([Ban(name, SUSPENDED_FOR)]))
+            else:
+                changed = self.on_loop(self.store().lift(name))
+        except StoreUnavailable as error:
+            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+            return
+        if changed:
+            log.warning("%s login=%s by=admin", "suspend" if suspend else "release", login)
+        _json(
+            request,
+            HTTPStatus.OK,
+            {"login": login, "suspended": suspend, "changed": bool(changed)},
         )
 
     def _lift(self, request: BaseHTTPRequestHandler, client: str) -> None:

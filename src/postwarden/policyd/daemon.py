@@ -340,6 +340,7 @@ async def serve(settings: PolicydSettings, runtime: Runtime) -> None:
         lambda: daemon.tokens,
         lambda: daemon.engine.store,
         daemon.on_spam,
+        lambda: daemon.engine.view.logins,
     )
     admin.start()
     workers = [

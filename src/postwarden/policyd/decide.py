@@ -61,6 +61,21 @@ def auth_failures_key(client: str) -> str:
     return f"authfail:{client}"
 
 
+def suspension_key(login: str) -> str:
+    """A suspended login is kept as a ban under this name, beside the clients' bans:
+    one check in the same round trip, shared by every MTA of the store, kept across
+    restarts, and lifted the same way."""
+    return f"login:{login}"
+
+
+SUSPENDED_FOR = 10 * 365 * 86400
+"""A suspension lasts until it is released; the store keeps it this long at most."""
+
+
+def is_suspension(name: str) -> bool:
+    return name.startswith("login:")
+
+
 def abuse_keys(client: str) -> tuple[str, ...]:
     """What a lifted ban forgets with it, so that the next mistake does not ban again."""
     return (invalid_key(client), auth_failures_key(client))
@@ -148,6 +163,7 @@ PASSED = Verdict(PASS)
 # a permanent code, and words that say so: the ban ends on its own, but a client
 # that was banned has nothing to retry (a wrong ban is lifted with `postwarden ban lift`)
 BANNED = Verdict("REJECT 5.7.1 this client is banned for abuse")
+SUSPENDED = Verdict("REJECT 5.7.1 this account is suspended: ask your mail administrator")
 _SEVERITY = {"reject": 3, "defer": 2, "hold": 1, "notify": 0}
 
 
@@ -245,6 +261,8 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     recipient = request.get("recipient", "").lower()
 
     ops: list[Op] = [BanCheck(client)] if client else []
+    if login:
+        ops.append(BanCheck(suspension_key(login)))
     invalid: int | None = None
     bad = view.bad_sessions
     if (
@@ -282,6 +300,8 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     results: list[Result] = (yield ops) if ops else []
     if client and results[0]:
         return BANNED
+    if login and results[1 if client else 0]:
+        return SUSPENDED
     taken = results[first_take:]
     if invalid is None and mailing_list is None and all(taken):
         return PASSED
@@ -459,11 +479,25 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
                     f"expired={_day(expiry.expired)}",
                 ),
             )
+    if command == "allow":
+        login = str(request.get("login") or "").lower()
+        checks: list[Op] = [
+            BanCheck(name) for name in (client, login and suspension_key(login)) if name
+        ]
+        if not checks:
+            return Verdict(PASS)
+        results = yield checks
+        if client and results[0]:
+            return Verdict(f"{AUTH_REJECT} banned for abuse")
+        if login and results[-1]:
+            return Verdict(
+                f"{AUTH_REJECT} account suspended",
+                (),
+                (f"refused login={login} client={client or '-'} reason=suspended",),
+            )
+        return Verdict(PASS)
     if not client:
         return Verdict(PASS)
-    if command == "allow":
-        results = yield [BanCheck(client)]
-        return Verdict(f"{AUTH_REJECT} banned for abuse" if results[0] else PASS)
     if request.get("policy_reject") is True:
         # refused by this daemon before the password was checked (a ban, an expired
         # password): no guess was made, and an expired user's phone retrying every

@@ -52,6 +52,8 @@ class PolicyView:
     large_message_above: int | None
     trusted_networks: tuple[IPNetwork, ...] = ()
     """The host's own networks (Postfix's mynetworks): they relay without a login."""
+    logins: frozenset[str] = frozenset()
+    """The users: who may log in (and be suspended)."""
     password_expiry: dict[str, PasswordExpiry] = field(default_factory=dict)
     """By login (lower case): when its password expired and stops working, for the
     logins whose password has a recorded age under ``password_policy.max_age``."""
@@ -172,6 +174,7 @@ def compile_view(
         bad_sessions=policy.abuse.bad_smtp_sessions,
         large_message_above=min(large) if large else None,
         trusted_networks=networks(trusted or []),
+        logins=frozenset(policy.users),
         password_expiry=password_expiry(policy, password_set or {}),
     )
 
