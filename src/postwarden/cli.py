@@ -744,7 +744,7 @@ def _mail_report(
         typer.echo(f"note: {visible(note)}", err=True)
     described = mailed.report.period.describe()
     if mailed.by is not None:
-        typer.echo(f"report {name} ({described}): already mailed by {mailed.by}")
+        typer.echo(f"report {name} ({described}): already mailed by {visible(mailed.by)}")
     else:
         typer.echo(f"report {name} ({described}) mailed to {', '.join(mailed.to)}")
 
@@ -831,7 +831,8 @@ def account_status(
     if not suspended:
         typer.echo("no login is suspended")
     for login, since in suspended.items():
-        typer.echo(f"{login:<40} suspended since {_since(since)}")
+        # logins come from the store's key names: shown, never run by the terminal
+        typer.echo(f"{visible(login):<40} suspended since {_since(since)}")
 
 
 def _set_suspended(address: str, suspend: bool, admin: str | None) -> None:
@@ -1011,7 +1012,7 @@ def _notify_audit(
     now = time.time()
     holder = _audit_claim(policy, settings, now) if settings is not None else None
     if holder is not None:
-        typer.echo(f"password.audit_failed already sent by {holder}", err=True)
+        typer.echo(f"password.audit_failed already sent by {visible(holder)}", err=True)
         return
     sent = notify(policy, failures, now, expiring)
     for name in sent.channels:

@@ -21,7 +21,7 @@ import pytest
 
 from postwarden.policy.load import load_policy
 from postwarden.policyd.admin import DOVECOT_TIMEOUT, AdminServer
-from postwarden.policyd.decide import Event
+from postwarden.policyd.decide import SUSPENDED_FOR, Ban, Event, suspension_key
 from postwarden.policyd.engine import Engine
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.metrics import Metrics
@@ -722,6 +722,17 @@ async def test_a_login_is_suspended_and_released_by_the_admin(
 
     unknown = await admin.post("/suspensions/mallory@example.com", {"action": "suspend"})
     assert unknown.status == 404
+    # suspended again, it keeps the time of its first suspension
+    await admin.post("/suspensions/alice@example.com", {"action": "suspend"})
+    (first,) = (await admin.request("GET", "/suspensions")).json()["suspensions"]
+    await asyncio.sleep(1.1)
+    await admin.post("/suspensions/alice@example.com", {"action": "suspend"})
+    assert (await admin.request("GET", "/suspensions")).json()["suspensions"] == [first]
+    await admin.post("/suspensions/alice@example.com", {"action": "release"})
+    # a login taken out of the policy since its suspension is released all the same
+    await admin.engine.store.run([Ban(suspension_key("gone@example.com"), SUSPENDED_FOR)])
+    gone = await admin.post("/suspensions/gone@example.com", {"action": "release"})
+    assert gone.json() == {"login": "gone@example.com", "suspended": False, "changed": True}
     for token in ("dovecot", "rspamd", None):
         denied = await admin.post("/suspensions/alice@example.com", {"action": "suspend"}, token)
         assert denied.status == 401

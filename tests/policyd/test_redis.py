@@ -108,6 +108,12 @@ async def test_fail_closed_and_recover(redis_server: RedisServer, tmp_path: Path
     assert await opened.decide(request) == "DUNNO"
     assert closed.store_errors == 1
     assert opened.store_errors == 1
+    # Dovecot's question: closed refuses the login (a ban or a suspension cannot be
+    # checked), open lets it through
+    login: dict[str, object] = {"login": "alice@example.com", "remote": "192.0.2.1"}
+    refused = await closed.decide_auth("allow", login)
+    assert refused.startswith("REJECT "), refused
+    assert await opened.decide_auth("allow", login) == "DUNNO"
     redis_server.start()
     # back within the client's first reconnect backoff (1 s)
     deadline = time.monotonic() + 3

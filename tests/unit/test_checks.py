@@ -262,3 +262,23 @@ def test_expiry_settings_without_max_age_warn(write_policy: WritePolicy, key: st
     assert _warnings(write_policy, f"password_policy:\n  {key}: 3d\n") == [
         f"password_policy.{key}: {key} has no effect without max_age"
     ]
+
+
+def test_expiry_warnings_that_could_not_reach_the_users(write_policy: WritePolicy) -> None:
+    relay = MINIMAL_POLICY.replace("server:\n", "server:\n  notification_relay: {host: r.test}\n")
+
+    def warned(rules: str) -> list[str]:
+        loaded = load_policy(write_policy(relay + "password_policy:\n" + rules))
+        return [f"{w.path}: {w.message}" for w in loaded.warnings]
+
+    monthly = "  max_age: 365d\n  audit: {schedule: monthly, notify_users: true}\n"
+    assert warned(monthly) == [
+        "password_policy.max_age_warning: the monthly audit may never run within 2w of a "
+        "password's expiry: its user would not be told"
+    ]
+    assert warned(monthly + "  max_age_warning: 31d\n") == []
+    always = "  max_age: 10d\n  audit: {notify_users: true}\n"
+    assert warned(always) == [
+        "password_policy.max_age_warning: 2w is not shorter than max_age (1w3d): every "
+        "password is always about to expire"
+    ]

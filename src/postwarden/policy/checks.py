@@ -20,6 +20,7 @@ from postwarden.policy.models.lists import MailingList
 from postwarden.policy.problems import Finding
 from postwarden.policy.secrets import PASSWORD_HASHES, Secrets
 from postwarden.policy.suggest import did_you_mean
+from postwarden.policy.units import Seconds
 
 Check = Callable[[Policy, Secrets], Iterator[Finding]]
 
@@ -504,6 +505,10 @@ def password_hashes(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             )
 
 
+AUDIT_PERIODS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 31 * 86400.0}
+"""The longest time between two runs of the password audit on each schedule."""
+
+
 @check("password_policy")
 def password_expiry(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     rules = policy.password_policy
@@ -517,6 +522,14 @@ def password_expiry(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
                     severity="warning",
                 )
         return
+    if rules.max_age <= rules.max_age_warning:
+        yield Finding(
+            ("password_policy", "max_age_warning"),
+            f"{rules.max_age_warning} is not shorter than max_age ({rules.max_age}): every "
+            "password is always about to expire",
+            "warn a few weeks ahead, like 14d",
+            severity="warning",
+        )
     audit = rules.audit
     if audit is None or not audit.notify_users:
         yield Finding(
@@ -524,6 +537,14 @@ def password_expiry(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             "expired passwords stop working at login, and nobody tells their users ahead",
             "set password_policy.audit.notify_users: true (the audit mails them "
             "max_age_warning before)",
+            severity="warning",
+        )
+    elif rules.max_age_warning < AUDIT_PERIODS[audit.schedule]:
+        yield Finding(
+            ("password_policy", "max_age_warning"),
+            f"the {audit.schedule} audit may never run within {rules.max_age_warning} of a "
+            "password's expiry: its user would not be told",
+            f"make max_age_warning at least {Seconds(AUDIT_PERIODS[audit.schedule])}",
             severity="warning",
         )
 

@@ -49,6 +49,7 @@ from postwarden.policyd.decide import (
     AUTH_REJECT,
     SUSPENDED_FOR,
     Ban,
+    BanCheck,
     is_suspension,
     suspension_key,
 )
@@ -336,13 +337,19 @@ class AdminServer:
 
     def _suspend(self, request: BaseHTTPRequestHandler, login: str, suspend: bool) -> None:
         login = login.lower()
-        if login not in self.known_logins():
+        # a login no longer in the policy may still be released: its suspension would
+        # otherwise wait for a new user of the same name
+        if suspend and login not in self.known_logins():
             _json(request, HTTPStatus.NOT_FOUND, {"error": "not a user of the policy"})
             return
         name = suspension_key(login)
         try:
             if suspend:
-                (changed,) = self.on_loop(self.store().run([Ban(name, SUSPENDED_FOR)]))
+                # suspended already: its time stays the first suspension's
+                (already,) = self.on_loop(self.store().run([BanCheck(name)]))
+                changed = (
+                    not already and self.on_loop(self.store().run([Ban(name, SUSPENDED_FOR)]))[0]
+                )
             else:
                 changed = self.on_loop(self.store().lift(name))
         except StoreUnavailable as error:

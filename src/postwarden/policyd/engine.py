@@ -10,7 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from postwarden.policyd.decide import Decision, Event, UsageRow, Verdict, decide, decide_auth
+from postwarden.policyd.decide import (
+    AUTH_REJECT,
+    Decision,
+    Event,
+    UsageRow,
+    Verdict,
+    decide,
+    decide_auth,
+)
 from postwarden.policyd.stores import Store, StoreUnavailable
 from postwarden.policyd.view import PolicyView
 
@@ -65,7 +73,14 @@ class Engine:
 
     async def decide_auth(self, command: str, request: dict[str, object]) -> str:
         involved = (str(request.get("remote") or ""), str(request.get("login") or "").lower())
-        return await self.run(decide_auth(command, request, self.view, self.wall_clock()), involved)
+        action = await self.run(
+            decide_auth(command, request, self.view, self.wall_clock()), involved
+        )
+        if action == STORE_DOWN_CLOSED:
+            # Dovecot knows accept and reject only: failing closed is a refused login,
+            # or a banned client or a suspended login would get in while the store is away
+            return f"{AUTH_REJECT} the policy service cannot reach its counters"
+        return action
 
     def decide_now(self, request: dict[str, str]) -> str | None:
         """Decide without waiting, when the store answers at once (the local store);
