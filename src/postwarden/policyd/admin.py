@@ -299,11 +299,19 @@ class AdminServer:
             bans = self.on_loop(self.store().bans())
             self.metrics.bans.set(sum(1 for name in bans if not is_suspension(name)))
 
-    def _bans(self, request: BaseHTTPRequestHandler) -> None:
+    def _stored_bans(self, request: BaseHTTPRequestHandler) -> dict[str, float] | None:
+        """Every ban in the store (clients' and suspended logins'); None when the store
+        cannot answer, which has then been said to the caller."""
         try:
             bans: dict[str, float] = self.on_loop(self.store().bans())
         except StoreUnavailable as error:
             _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+            return None
+        return bans
+
+    def _bans(self, request: BaseHTTPRequestHandler) -> None:
+        bans = self._stored_bans(request)
+        if bans is None:
             return
         now = time.time()
         _json(
@@ -319,10 +327,8 @@ class AdminServer:
         )
 
     def _suspensions(self, request: BaseHTTPRequestHandler) -> None:
-        try:
-            bans: dict[str, float] = self.on_loop(self.store().bans())
-        except StoreUnavailable as error:
-            _json(request, HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(error)})
+        bans = self._stored_bans(request)
+        if bans is None:
             return
         suspended = [
             {"login": name.removeprefix(suspension_key("")), "since": int(until - SUSPENDED_FOR)}
