@@ -69,18 +69,12 @@ def submit(args: argparse.Namespace) -> dict[str, object]:
 
 
 def spam(args: argparse.Namespace) -> dict[str, object]:
-    """One message rspamd scores at about 10.9 from a loopback client: two Subject
+    """A message rspamd scores at about 10.9 from a loopback client: two Subject
     headers, 8-bit text sent as 7bit, an all-caps subject, no Date, HTML only, a link
     to a bare IP. Between the example's outbound hold (10) and reject (15) scores.
-    With a login through 587, else on port 25."""
+    With a login through 587, else on port 25. ``--count`` sends it that many times in
+    one session, each time the same size (only the Message-ID's digits differ)."""
     message_id = f"<spam-{time.time_ns()}@probe.test>"
-    raw = (
-        f"From: {args.sender}\r\nTo: {args.recipient}\r\nMessage-ID: {message_id}\r\n"
-        "Subject: FREE MONEY NOW CLICK HERE\r\nSubject: FREE MONEY NOW\r\n"
-        "MIME-Version: 1.0\r\nContent-Type: text/html\r\n"
-        "Content-Transfer-Encoding: 7bit\r\n\r\n"
-        '<html><body><a href="http://198.51.100.7/x">WIN \u20ac\u20ac</a></body></html>\r\n'
-    ).encode()
     port = 587 if args.login else 25
     answers: list[list[object]] = []
     with smtplib.SMTP("127.0.0.1", port, source_address=(args.source, 0), timeout=60) as client:
@@ -91,12 +85,30 @@ def spam(args: argparse.Namespace) -> dict[str, object]:
             context.verify_mode = ssl.CERT_NONE
             client.starttls(context=context)
             client.login(*args.login)
-        try:
-            client.sendmail(args.sender, [args.recipient], raw)
-            answers.append([250, "queued"])
-        except smtplib.SMTPResponseException as error:
-            answers.append([error.smtp_code, as_text(error.smtp_error)])
+        for number in range(args.count):
+            if number:
+                message_id = f"<spam-{time.time_ns()}@probe.test>"
+            try:
+                client.sendmail(args.sender, [args.recipient], _spam(args, message_id))
+                answers.append([250, "queued"])
+            except smtplib.SMTPRecipientsRefused as refused:
+                code, text = next(iter(refused.recipients.values()))
+                answers.append([code, as_text(text)])
+                client.rset()
+            except smtplib.SMTPResponseException as error:
+                answers.append([error.smtp_code, as_text(error.smtp_error)])
+                client.rset()
     return {"answers": answers, "message_id": message_id}
+
+
+def _spam(args: argparse.Namespace, message_id: str) -> bytes:
+    return (
+        f"From: {args.sender}\r\nTo: {args.recipient}\r\nMessage-ID: {message_id}\r\n"
+        "Subject: FREE MONEY NOW CLICK HERE\r\nSubject: FREE MONEY NOW\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/html\r\n"
+        "Content-Transfer-Encoding: 7bit\r\n\r\n"
+        '<html><body><a href="http://198.51.100.7/x">WIN \u20ac\u20ac</a></body></html>\r\n'
+    ).encode()
 
 
 def harvest(args: argparse.Namespace) -> dict[str, object]:
@@ -224,6 +236,7 @@ def main() -> None:
     scored.add_argument("recipient")
     scored.add_argument("--login", nargs=2, metavar=("LOGIN", "PASSWORD"))
     scored.add_argument("--source", default=OUTSIDE)
+    scored.add_argument("--count", type=int, default=1)
     args = parser.parse_args()
     run = {"submit": submit, "harvest": harvest, "imap": imap, "smuggle": smuggle, "spam": spam}
     result = run[args.command](args)

@@ -857,8 +857,32 @@ def account_suspend(address: str, admin: AdminOpt = None) -> None:
 
 @account_app.command("release")
 def account_release(address: str, admin: AdminOpt = None) -> None:
-    """Accept ADDRESS's mail and logins again."""
+    """Accept ADDRESS's mail and logins again. Its mail put on hold stays held: see
+    `postwarden moderation list`, then release or delete it."""
     _set_suspended(address, False, admin)
+
+
+@account_app.command("contain")
+def account_contain(admin: AdminOpt = None, usage_log: UsageLogOpt = None) -> None:
+    """Put the suspended logins' mail still queued on this host on hold, and close
+    their open IMAP and POP3 sessions (a root timer runs this on every mail host)."""
+    from postwarden.accounts.containment import ContainFailed, contain
+
+    shown = _admin_call(admin, "/suspensions")
+    assert isinstance(shown, dict)
+    suspended = [str(entry["login"]) for entry in shown["suspensions"]]
+    try:
+        done = contain(suspended, usage_log or _daemon_settings().usage_log)
+    except ContainFailed as error:
+        typer.echo(f"cannot contain the suspended logins: {error}", err=True)
+        raise typer.Exit(1) from None
+    for login, queue_ids in done.held.items():
+        typer.echo(
+            f"{visible(login)}: held {len(queue_ids)} queued message"
+            f"{'s' if len(queue_ids) != 1 else ''}: {' '.join(queue_ids)}"
+        )
+    for login in done.kicked:
+        typer.echo(f"{visible(login)}: closed its open sessions")
 
 
 audit_app = typer.Typer(help="Audits of what is already deployed.")

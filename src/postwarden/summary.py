@@ -35,7 +35,7 @@ def summarize(policy: Policy) -> dict[str, Any]:
         "reports": len(policy.reports),
         "abuse_rules": [
             name
-            for name in ("internal_spammer", "bad_smtp_sessions", "outbound_spam")
+            for name in type(policy.abuse).model_fields
             if getattr(policy.abuse, name) is not None
         ],
     }

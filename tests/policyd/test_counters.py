@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from postwarden.policyd.counters import BUCKETS, Counters, Window
-from postwarden.policyd.decide import Add, Ban, BanCheck, SimilarSizes, Take
+from postwarden.policyd.decide import Add, Ban, BanCheck, Distinct, SimilarSizes, Take
 from postwarden.policyd.persist import CounterFile
 from postwarden.policyd.stores import LocalStore
 
@@ -346,3 +346,34 @@ async def test_a_lifted_ban_is_gone_from_the_disk_at_once(tmp_path: Path) -> Non
     # killed now: the lifted ban does not come back, the other stays
     again = LocalStore(path, clock=lambda: 1_000_001.0)
     assert list(await again.bans()) == ["192.0.2.67"]
+
+
+def test_distinct_counts_members_seen_within_the_window() -> None:
+    counters = Counters()
+    now = 1_000_000.0
+    seen = [
+        counters.run([Distinct("c", member, 600)], now + i)[0]
+        for i, member in enumerate(["192.0.2.1", "192.0.2.2", "192.0.2.1", "2001:db8::3"])
+    ]
+    assert seen == [1, 2, 2, 3]
+    # .2 was last seen at now+1, .1 at now+2: each leaves the window on its own
+    assert counters.run([Distinct("c", "192.0.2.9", 600)], now + 601) == [3]
+    assert counters.run([Distinct("c", "192.0.2.9", 600)], now + 602) == [2]
+    counters.dirty.clear()
+    counters.sweep(now + 100_000, HOUR)
+    assert counters.seen == {}
+    assert counters.dirty == {"c"}
+
+
+def test_distinct_members_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "counters.sqlite")
+    counters, now = Counters(), 1_000_000.0
+    counters.run([Distinct("signals:a@example.com", "throttle", 3600)], now)
+    counters.run([Distinct("signals:a@example.com", "spam", 3600)], now + 5)
+    file = CounterFile(path)
+    file.save(counters)
+    file.close()
+    again = Counters()
+    CounterFile(path).load(again)
+    assert again.seen == {"signals:a@example.com": {"throttle": now, "spam": now + 5}}
+    assert again.run([Distinct("signals:a@example.com", "spam", 3600)], now + 6) == [2]

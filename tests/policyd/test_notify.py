@@ -490,3 +490,55 @@ async def test_a_held_list_post_is_mailed_to_that_lists_moderators(
     assert message.get_all("X-Rcpt-Args") == ["<alice@example.com>", "<carol@example.com>"]
     assert message["Subject"] == "[postwarden mx1] list.post_held: staff@example.com"
     assert "post from bob@example.com held" in message.get_content()
+
+
+# ------------------------------------------------- a suspended user's recovery address
+
+RECOVERY = """\
+server:
+  hostname: mail.example.com
+  postmaster: ops@example.net
+  notification_relay: {{host: 127.0.0.1, port: {port}, starttls: false}}
+domains:
+  example.com: {{}}
+users:
+  alice@example.com: {{recovery_email: alice.private@elsewhere.test}}
+  bob@example.com: {{}}
+abuse:
+  internal_spammer: {{same_size_messages: 3, within: 10m}}
+  compromised_login: {{within: 1h, signals: 1}}
+"""
+
+
+async def test_a_suspended_user_is_told_at_their_recovery_address(
+    write_policy: WritePolicy, sink: Sink
+) -> None:
+    """Told even with no event configured for the administrators; a user without a
+    recovery address is not (their own mailbox is out of reach)."""
+    policy = load_policy(write_policy(RECOVERY.format(port=sink.port))).policy
+    results: list[tuple[str, str]] = []
+    dispatcher = EventDispatcher(
+        policy,
+        "mx1",
+        backoff=0.01,
+        on_sent=lambda channel, result: results.append((channel, result)),
+    )
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        dispatcher.raise_event(
+            Event("abuse.compromised_login", "alice@example.com", "alice@example.com suspended")
+        )
+        dispatcher.raise_event(
+            Event("abuse.compromised_login", "bob@example.com", "bob@example.com suspended")
+        )
+        await dispatcher.drain(10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert results == [("recovery address of alice@example.com", "sent")]
+    (message,) = sink.messages()
+    assert message.get_all("X-Rcpt-Args") == ["<alice.private@elsewhere.test>"]
+    assert message["Subject"] == "[postwarden mx1] account suspended: alice@example.com"
+    text = message.get_content()
+    assert "Your mail account alice@example.com on mail.example.com was suspended" in text
+    assert "postwarden account release" not in text

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from postwarden.policyd.decide import Add, Ban, BanCheck, Event, Op, Result, SimilarSizes, Take
+from postwarden.policyd.decide import (
+    Add,
+    Ban,
+    BanCheck,
+    Distinct,
+    Event,
+    Op,
+    Result,
+    SimilarSizes,
+    Take,
+)
 from postwarden.policyd.engine import STORE_DOWN_CLOSED, Engine
 from postwarden.policyd.redis_store import RedisStore
 from postwarden.policyd.stores import StoreUnavailable
@@ -44,6 +54,15 @@ async def test_add_similar_sizes_and_bans(store: RedisStore) -> None:
     await store.run([Ban("192.0.2.9", 60)])
     assert await store.run([BanCheck("192.0.2.9"), Add("after", 1, 60)]) == [True, None]
     assert await store.run([BanCheck("192.0.2.10"), Add("after", 1, 60)]) == [False, 1]
+
+
+async def test_distinct_members_in_a_window(store: RedisStore) -> None:
+    members = ["192.0.2.1", "192.0.2.2", "192.0.2.1", "2001:db8::3"]
+    seen = [(await store.run([Distinct("c", m, 600)]))[0] for m in members]
+    assert seen == [1, 2, 2, 3]
+    assert await store.run([Distinct("short", "a", 1)]) == [1]
+    await asyncio.sleep(1.1)
+    assert await store.run([Distinct("short", "b", 1)]) == [1]
 
 
 async def test_a_ban_made_by_one_mta_is_listed_and_lifted_by_another(

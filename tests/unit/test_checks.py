@@ -282,3 +282,41 @@ def test_expiry_warnings_that_could_not_reach_the_users(write_policy: WritePolic
         "password_policy.max_age_warning: 2w is not shorter than max_age (1w3d): every "
         "password is always about to expire"
     ]
+
+
+def test_a_compromised_login_rule_that_can_never_trip(write_policy: WritePolicy) -> None:
+    rule = "abuse:\n  compromised_login: {within: 1h, signals: 2}\n"
+    assert _errors(write_policy, "users:\n  a@example.com: {}\n" + rule) == [
+        "abuse.compromised_login.signals: never suspends anyone: it needs 2 kinds of sign "
+        "and this policy shows 0 (none)"
+    ]
+    # a throttle on the domain, the same-size rule and client addresses: three kinds
+    shown = (
+        "throttles:\n  t: {messages: 10/h}\n"
+        "abuse:\n  internal_spammer: {same_size_messages: 5, within: 10m}\n"
+        "  compromised_login: {within: 1h, signals: 4, client_addresses: 4}\n"
+    )
+    domain = MINIMAL_POLICY.replace("example.com: {}", "example.com: {throttle: t}")
+    with pytest.raises(PolicyInvalid) as raised:
+        load_policy(write_policy(domain + shown))
+    assert [p.message for p in raised.value.problems if p.severity == "error"] == [
+        "never suspends anyone: it needs 4 kinds of sign and this policy shows 3 "
+        "(throttle, same_size, client_addresses)"
+    ]
+    fine = shown.replace("signals: 4", "signals: 3")
+    warnings = [p.message for p in load_policy(write_policy(domain + fine)).warnings]
+    assert "a login is suspended and nobody is told" in warnings
+
+
+def test_signals_are_between_one_and_four(write_policy: WritePolicy) -> None:
+    (error,) = _errors(write_policy, "abuse:\n  compromised_login: {within: 1h, signals: 5}\n")
+    assert error.startswith("abuse.compromised_login.signals:")
+
+
+def test_a_recovery_address_is_elsewhere_and_needs_the_relay(write_policy: WritePolicy) -> None:
+    assert _errors(write_policy, "users:\n  a@example.com: {recovery_email: b@example.com}\n") == [
+        "users.a@example.com.recovery_email: a recovery address must be outside this "
+        "server's domains",
+        "users.a@example.com.recovery_email: a suspended user is told by email, which "
+        "needs server.notification_relay",
+    ]

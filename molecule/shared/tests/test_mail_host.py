@@ -679,6 +679,94 @@ def test_the_audit_timer_raises_its_event_and_tells_the_users(host: Any) -> None
     assert "argon2id" not in host.check_output("cat /etc/postwarden/secrets.yml")
 
 
+# ------------------------------------------------------------------ a stolen password
+#
+# After every other test of bob's: from here on he is suspended until released.
+
+
+def queued_to(host: Any, recipient: str) -> dict[str, str]:
+    """Queue ID -> queue name of the messages for ``recipient``."""
+    lines = host.check_output("postqueue -j").splitlines()
+    return {
+        entry["queue_id"]: entry["queue_name"]
+        for entry in map(json.loads, filter(None, lines))
+        if any(r["address"] == recipient for r in entry.get("recipients", []))
+    }
+
+
+def queue_ids_to(host: Any, recipient: str, queue: str) -> list[str]:
+    return [q for q, name in queued_to(host, recipient).items() if name == queue]
+
+
+def test_a_burst_of_spam_alike_suspends_the_login_and_holds_its_mail(host: Any) -> None:
+    """abuse.compromised_login (signals: 2): bob's burst of same-size messages that
+    rspamd holds as spam shows two kinds of sign, and the daemon suspends him in the
+    middle of it. The rest of the burst is refused, IMAP refuses him, the mail he
+    queued before is put on hold by the contain timer, the admins and his recovery
+    address are told; `release` lets him in again."""
+    login = "bob@example.org"
+    command = "/opt/postwarden/venv/bin/postwarden"
+    waits = f"waits-{time.time_ns()}@remote.test"
+    earlier = submit(host, login, waits)
+    assert earlier == [[250, "queued"]]
+    assert wait_for(lambda: queue_ids_to(host, waits, "deferred"), timeout=60)
+    try:
+        burst = probe_json(
+            host,
+            "spam",
+            login,
+            "victim@remote.test",
+            "--login",
+            login,
+            PASSWORDS[login],
+            "--count",
+            "34",
+        )
+        codes = [code for code, _ in burst["answers"]]
+        # about 30 alike trip internal_spammer (earlier spam of his may count too);
+        # rspamd's holds were the other sign by then: refused from there on
+        first_refused = codes.index(554) if 554 in codes else len(codes)
+        assert 25 <= first_refused <= 30, burst
+        assert codes[first_refused:] == [554] * (len(codes) - first_refused), burst
+        assert "this account is suspended" in burst["answers"][-1][1]
+        status = host.check_output(f"{command} account status {login}")
+        assert f"{login}: suspended since" in status
+        imap = host.run(f"smtp_probe imap '{login}' '{PASSWORDS[login]}' 127.0.0.28")
+        assert json.loads(imap.stdout)["logged_in"] is False, imap.stdout
+        timers = host.check_output("systemctl list-timers --all --no-legend")
+        assert "postwarden-contain.timer" in timers
+        # the contain timer runs every 30 s: what bob queued before is held
+        held_now = wait_for(lambda: queue_ids_to(host, waits, "hold"), timeout=90)
+        assert held_now, host.check_output("postqueue -j")
+        journal = host.check_output(
+            "journalctl -u postwarden-contain.service --no-pager -o cat -n 40"
+        )
+        assert f"{login}: held" in journal, journal
+        assert held_now[0] in journal, journal
+        notice = wait_for(
+            lambda: mailbox_with(host, "alice@example.com", f"abuse.compromised_login: {login}"),
+            timeout=60,
+        )
+        body = email.message_from_string(notice, policy=email.policy.default)
+        assert isinstance(body, email.message.EmailMessage)
+        assert f"postwarden account release {login}" in body.get_content()
+        # his recovery address is told through the lab's relay, which cannot deliver
+        # outside: the message waits in the queue
+        told = wait_for(lambda: queued_to(host, "bob@home.example.net"), timeout=60)
+        assert told, host.check_output("postqueue -j")
+    finally:
+        released = host.run(f"{command} account release {login}")
+    assert released.stdout.strip() == f"{login}: released", released.stderr
+    imap = host.run(f"smtp_probe imap '{login}' '{PASSWORDS[login]}' 127.0.0.28")
+    assert json.loads(imap.stdout)["logged_in"] is True, imap.stdout
+    # his held mail stays held for the operator to read, release or delete
+    assert queue_ids_to(host, waits, "hold")
+    for queue_id in queue_ids_to(host, waits, "hold") + queue_ids_to(
+        host, "victim@remote.test", "hold"
+    ):
+        host.run(f"postsuper -d {queue_id}")
+
+
 # ------------------------------------------------------------------ measured events
 #
 # Last in this file: by now the queue filled at the start has waited long enough

@@ -169,6 +169,14 @@ def addresses_are_local(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             yield Finding(
                 ("lists", address), "list is not in a declared domain", hint, point_at="key"
             )
+    for address, user in policy.users.items():
+        if user.recovery_email is not None and not outside(user.recovery_email):
+            yield Finding(
+                ("users", address, "recovery_email"),
+                "a recovery address must be outside this server's domains",
+                "a suspended user cannot log in to read mail here: name an address "
+                "elsewhere, or leave it out",
+            )
 
 
 @check("users", "lists")
@@ -374,6 +382,10 @@ _EVENT_NEEDS: dict[str, tuple[str, Callable[[Policy], bool]]] = {
             and p.abuse.bad_smtp_sessions.auth_failures is not None
         ),
     ),
+    "abuse.compromised_login": (
+        "abuse.compromised_login",
+        lambda p: p.abuse.compromised_login is not None,
+    ),
     "throttle.hit": ("throttles", lambda p: bool(p.throttles)),
     "list.post_held": ("lists", lambda p: bool(p.lists)),
     "password.audit_failed": (
@@ -402,7 +414,7 @@ def events_can_fire(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             )
 
 
-@check("server", "notifications", "events", "reports", "password_policy")
+@check("server", "notifications", "events", "reports", "password_policy", "users")
 def email_needs_relay(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
     if policy.server.notification_relay is not None:
         return
@@ -432,6 +444,14 @@ def email_needs_relay(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             "users are told by email, which needs server.notification_relay",
             "set server.notification_relay, or notify_users: false",
         )
+    for address, user in policy.users.items():
+        if user.recovery_email is not None:
+            yield Finding(
+                ("users", address, "recovery_email"),
+                "a suspended user is told by email, which needs server.notification_relay",
+                "set server.notification_relay, or leave recovery_email out",
+            )
+            return
 
 
 @check("notifications")
@@ -545,6 +565,45 @@ def password_expiry(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
             f"the {audit.schedule} audit may never run within {rules.max_age_warning} of a "
             "password's expiry: its user would not be told",
             f"make max_age_warning at least {Seconds(AUDIT_PERIODS[audit.schedule])}",
+            severity="warning",
+        )
+
+
+def compromise_signs(policy: Policy) -> list[str]:
+    """The kinds of sign of a stolen password this policy can show (compromised_login)."""
+    abuse, rule = policy.abuse, policy.abuse.compromised_login
+    throttled = any(user.throttle for user in policy.users.values()) or any(
+        domain.throttle or domain.shared_throttle for domain in policy.domains.values()
+    )
+    spam = abuse.outbound_spam
+    available = {
+        "throttle": throttled,
+        "same_size": abuse.internal_spammer is not None,
+        "spam": spam is not None and (spam.hold_score or spam.reject_score) is not None,
+        "client_addresses": rule is not None and rule.client_addresses is not None,
+    }
+    return [kind for kind, shows in available.items() if shows]
+
+
+@check("abuse", "users", "domains", "events")
+def compromised_login_can_trip(policy: Policy, secrets: Secrets) -> Iterator[Finding]:
+    rule = policy.abuse.compromised_login
+    if rule is None:
+        return
+    signs = compromise_signs(policy)
+    if rule.signals > len(signs):
+        yield Finding(
+            ("abuse", "compromised_login", "signals"),
+            f"never suspends anyone: it needs {rule.signals} kinds of sign and this policy "
+            f"shows {len(signs)} ({', '.join(signs) or 'none'})",
+            "lower signals, or add what shows one: a throttle, abuse.internal_spammer, "
+            "abuse.outbound_spam with a hold or reject score, client_addresses",
+        )
+    if not any(event.on == "abuse.compromised_login" for event in policy.events):
+        yield Finding(
+            ("abuse", "compromised_login"),
+            "a login is suspended and nobody is told",
+            "add an event on abuse.compromised_login that notifies the administrators",
             severity="warning",
         )
 

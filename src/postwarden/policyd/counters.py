@@ -15,7 +15,16 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from postwarden.policyd.decide import Add, Ban, BanCheck, Op, Result, SimilarSizes, Take
+from postwarden.policyd.decide import (
+    Add,
+    Ban,
+    BanCheck,
+    Distinct,
+    Op,
+    Result,
+    SimilarSizes,
+    Take,
+)
 
 BUCKETS = 60
 
@@ -65,8 +74,10 @@ def bucket_seconds(window: int) -> int:
 class Counters:
     windows: dict[str, Window] = field(default_factory=dict)
     sizes: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    seen: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Key -> member -> when it was last seen (Distinct)."""
     bans: dict[str, float] = field(default_factory=dict)
-    """Client address -> time the ban ends."""
+    """Client address (or suspended login) -> time the ban ends."""
     dirty: set[str] = field(default_factory=set)
     """Keys changed since the last write-behind."""
 
@@ -94,6 +105,8 @@ class Counters:
                 results.append(window.total)
             elif isinstance(op, SimilarSizes):
                 results.append(0 if refused else self._similar(op, now))
+            elif isinstance(op, Distinct):
+                results.append(self._distinct(op, now))
             else:
                 assert isinstance(op, Ban)
                 until = self.bans.get(op.client, 0.0)
@@ -131,6 +144,17 @@ class Counters:
         low, high = op.size * (1 - op.tolerance), op.size * (1 + op.tolerance)
         return sum(1 for _, size in sizes if low <= size <= high)
 
+    def _distinct(self, op: Distinct, now: float) -> int:
+        members = self.seen.get(op.key)
+        if members is None:
+            members = self.seen[op.key] = {}
+        members[op.member] = now
+        oldest = now - op.window
+        for member in [m for m, at in members.items() if at <= oldest]:
+            del members[member]
+        self.dirty.add(op.key)
+        return len(members)
+
     def sweep(self, now: float, longest_window: int) -> None:
         """Forget what no window can see any more: memory stays bounded by activity.
         Forgotten keys count as changed, so the write-behind deletes them too."""
@@ -149,7 +173,14 @@ class Counters:
         ]
         for key in old_sizes:
             del self.sizes[key]
+        old_seen = [
+            key
+            for key, members in self.seen.items()
+            if not members or max(members.values()) < horizon
+        ]
+        for key in old_seen:
+            del self.seen[key]
         ended = [client for client, until in self.bans.items() if until <= now]
         for client in ended:
             del self.bans[client]
-        self.dirty.update(old_windows, old_sizes, (f"ban:{c}" for c in ended))
+        self.dirty.update(old_windows, old_sizes, old_seen, (f"ban:{c}" for c in ended))

@@ -12,13 +12,13 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from postwarden.policy.load import PolicyInvalid
 from postwarden.policyd.admin import AdminServer
-from postwarden.policyd.decide import Event, UsageRow, sender_identity
+from postwarden.policyd.decide import Event, UsageRow, compromise_sign, sender_identity
 from postwarden.policyd.dnsbl import BlocklistWatch, make_resolver
 from postwarden.policyd.engine import Engine, Hold
 from postwarden.policyd.events import EventDispatcher
@@ -129,6 +129,8 @@ class Daemon:
     pools: PoolRuntime
     usage: UsageLog
     tokens: Tokens
+    _signals: set[asyncio.Task[str]] = field(default_factory=set, init=False, repr=False)
+    """Signs of compromise being counted apart from a request: kept until done."""
 
     @classmethod
     def start(cls, settings: PolicydSettings, runtime: Runtime) -> Daemon:
@@ -207,6 +209,15 @@ class Daemon:
                 login=verdict.login,
             )
         )
+        if verdict.outcome in ("REJECT", "HOLD") and verdict.login:
+            # a sign of a stolen password (compromised_login), counted like the others
+            suspect = self.engine.run(
+                compromise_sign(verdict.login, "spam", self.engine.view),
+                (verdict.client, verdict.login),
+            )
+            task = asyncio.get_running_loop().create_task(suspect)
+            self._signals.add(task)
+            task.add_done_callback(self._signals.discard)
 
     async def decide(self, request: dict[str, str]) -> str:
         started = time.perf_counter()

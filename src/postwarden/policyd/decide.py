@@ -19,7 +19,7 @@ import time
 from collections.abc import Generator
 from typing import Literal, NamedTuple
 
-from postwarden.policy.models.abuse import BadSmtpSessions
+from postwarden.policy.models.abuse import BadSmtpSessions, SignalKind
 from postwarden.policy.models.lists import MailingList
 from postwarden.policy.models.throttles import ThrottleAction
 from postwarden.policyd.view import NamedThrottle, PolicyView, without_extension
@@ -76,9 +76,23 @@ def is_suspension(name: str) -> bool:
     return name.startswith("login:")
 
 
-def abuse_keys(client: str) -> tuple[str, ...]:
-    """What a lifted ban forgets with it, so that the next mistake does not ban again."""
-    return (invalid_key(client), auth_failures_key(client))
+def signals_key(login: str) -> str:
+    """The kinds of sign of a stolen password a login showed (compromised_login)."""
+    return f"signals:{login}"
+
+
+def clients_key(login: str) -> str:
+    """The client addresses a login logged in from."""
+    return f"clients:{login}"
+
+
+def abuse_keys(name: str) -> tuple[str, ...]:
+    """What a lifted ban or a released suspension forgets with it, so that the next
+    mistake does not ban (or suspend) again at once."""
+    if is_suspension(name):
+        login = name.removeprefix("login:")
+        return (signals_key(login), clients_key(login))
+    return (invalid_key(name), auth_failures_key(name))
 
 
 class Add(NamedTuple):
@@ -99,6 +113,15 @@ class SimilarSizes(NamedTuple):
     tolerance: float
 
 
+class Distinct(NamedTuple):
+    """Note ``member`` as seen now. Result: how many different members were seen
+    within the window, this one included."""
+
+    key: str
+    member: str
+    window: int
+
+
 class Ban(NamedTuple):
     """Ban the client. Result: whether it is a new ban (none was in force): only a new
     ban is logged and raises its event, when hosts race to ban the same client."""
@@ -107,7 +130,7 @@ class Ban(NamedTuple):
     seconds: int
 
 
-Op = BanCheck | Take | Add | SimilarSizes | Ban
+Op = BanCheck | Take | Add | SimilarSizes | Distinct | Ban
 Result = bool | int | None
 Decision = Generator[list[Op], list[Result], "Verdict"]
 
@@ -117,6 +140,7 @@ EventKind = Literal[
     "abuse.internal_spammer",
     "abuse.bad_smtp_session",
     "abuse.auth_failures",
+    "abuse.compromised_login",
     "throttle.hit",
     "list.post_held",
     "message.large",
@@ -163,7 +187,8 @@ PASSED = Verdict(PASS)
 # a permanent code, and words that say so: the ban ends on its own, but a client
 # that was banned has nothing to retry (a wrong ban is lifted with `postwarden ban lift`)
 BANNED = Verdict("REJECT 5.7.1 this client is banned for abuse")
-SUSPENDED = Verdict("REJECT 5.7.1 this account is suspended: ask your mail administrator")
+SUSPENDED_TEXT = "this account is suspended: ask your mail administrator"
+SUSPENDED = Verdict(f"REJECT 5.7.1 {SUSPENDED_TEXT}")
 _SEVERITY = {"reject": 3, "defer": 2, "hold": 1, "notify": 0}
 
 
@@ -283,6 +308,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
             assert rate is not None
             ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
             takes.append((named, subject, what))
+    own_takes = len(takes)
     # Postfix delivers list+anything@ to the list (recipient_delimiter): so do the rules
     list_address = recipient
     if "+" in recipient and recipient not in view.lists:
@@ -313,15 +339,20 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     for (named, subject, what), took in zip(takes, taken, strict=True):
         if not took:
             _throttled(outcome, named, subject, what)
+    if login and not all(taken[:own_takes]):
+        yield from suspect(outcome, login, ("throttle",), view)
 
     if mailing_list is not None and not _may_post(mailing_list, login, sender):
-        if mailing_list.denied_posts == "reject":
-            outcome.act("reject", f"you may not post to {list_address}")
-        else:
-            outcome.act("hold", f"post to {list_address} awaits a moderator")
-            poster = login or sender or "<>"
-            outcome.events.append(Event("list.post_held", list_address, f"post from {poster} held"))
+        _denied_post(outcome, mailing_list, list_address, login or sender or "<>")
     return outcome.verdict()
+
+
+def _denied_post(outcome: _Outcome, mailing_list: MailingList, address: str, poster: str) -> None:
+    if mailing_list.denied_posts == "reject":
+        outcome.act("reject", f"you may not post to {address}")
+    else:
+        outcome.act("hold", f"post to {address} awaits a moderator")
+        outcome.events.append(Event("list.post_held", address, f"post from {poster} held"))
 
 
 def _ban_harvester(
@@ -340,6 +371,44 @@ def _ban_harvester(
         text = f"{count} unknown recipients within {bad.within}"
         outcome.events.append(Event("abuse.bad_smtp_session", client, text))
     outcome.act("reject", "too many unknown recipients: this client is banned")
+
+
+def suspect(
+    outcome: _Outcome, login: str, kinds: tuple[SignalKind, ...], view: PolicyView
+) -> Generator[list[Op], list[Result], None]:
+    """Note signs of a stolen password that ``login`` showed, and suspend it when
+    enough different kinds of them line up within the window (compromised_login).
+    A login suspended here gets its request refused at once."""
+    rule = view.compromised_login
+    if rule is None or not login or not kinds:
+        return
+    seen = yield [Distinct(signals_key(login), kind, rule.within) for kind in kinds]
+    lined_up = max((n for n in seen if isinstance(n, int)), default=0)
+    if lined_up < rule.signals:
+        return
+    (new,) = yield [Ban(suspension_key(login), SUSPENDED_FOR)]
+    outcome.act("reject", SUSPENDED_TEXT)
+    if new:
+        outcome.logs.append(
+            f"suspend login={login} reason=compromised_login signals={lined_up} "
+            f"now={','.join(kinds)} within={int(rule.within)}s"
+        )
+        outcome.events.append(
+            Event(
+                "abuse.compromised_login",
+                login,
+                f"{login} suspended: {lined_up} kinds of sign of a stolen password within "
+                f"{rule.within} (the last: {', '.join(kinds)}); "
+                f"lift it with: postwarden account release {login}",
+            )
+        )
+
+
+def compromise_sign(login: str, kind: SignalKind, view: PolicyView) -> Decision:
+    """A sign that comes apart from a request (rspamd's verdict on outbound mail)."""
+    outcome = _Outcome()
+    yield from suspect(outcome, login, (kind,), view)
+    return Verdict(PASS, tuple(outcome.events), tuple(outcome.logs))
 
 
 def _may_post(mailing_list: MailingList, login: str, sender: str) -> bool:
@@ -411,11 +480,17 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     for (named, subject, what), took in zip(takes, results, strict=False):
         if not took:
             _throttled(outcome, named, subject, what)
+    signals: tuple[SignalKind, ...] = ()
+    if not all(results[: len(takes)]):
+        signals += ("throttle",)
     if spammer is not None and _looks_like_bulk(results, takes, view):
         similar = results[len(takes)]
         text = f"{similar} messages of about {size} bytes within {spammer.within}"
         outcome.act(spammer.action, f"looks like bulk mail from an account: {text}")
         outcome.events.append(Event("abuse.internal_spammer", login, text))
+        signals += ("same_size",)
+    # only a login can be suspended: mail relayed from the host's own networks has none
+    yield from suspect(outcome, request.get("sasl_username", "").lower(), signals, view)
     return outcome.verdict(
         UsageRow(
             login,
@@ -503,6 +578,8 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
         # password): no guess was made, and an expired user's phone retrying every
         # minute must not get the office's address banned
         return Verdict(PASS)
+    if command == "report" and request.get("success") is True:
+        return (yield from _logged_in(view, str(request.get("login") or "").lower(), client))
     bad = view.bad_sessions
     if command != "report" or request.get("success") is not False:
         return Verdict(PASS)
@@ -525,6 +602,19 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
             f"within={int(bad.within)}s for={int(bad.ban_for)}s",
         ),
     )
+
+
+def _logged_in(view: PolicyView, login: str, client: str) -> Decision:
+    """A login from one more client address than compromised_login allows is a sign."""
+    rule = view.compromised_login
+    if rule is None or rule.client_addresses is None or not login:
+        return Verdict(PASS)
+    (count,) = yield [Distinct(clients_key(login), client, rule.within)]
+    if not isinstance(count, int) or count <= rule.client_addresses:
+        return Verdict(PASS)
+    outcome = _Outcome()
+    yield from suspect(outcome, login, ("client_addresses",), view)
+    return Verdict(PASS, tuple(outcome.events), tuple(outcome.logs))
 
 
 def _day(moment: float) -> str:

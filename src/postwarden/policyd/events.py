@@ -29,6 +29,8 @@ peer that drips a byte at a time would otherwise hold an attempt for minutes."""
 PRUNE_EVERY = 60.0
 MODERATORS = "moderators of "
 """The channel that emails a list's own moderators: this, then the list's address."""
+RECOVERY = "recovery address of "
+"""The channel that emails a user's recovery_email: this, then the login."""
 
 
 def in_daemon_thread(call: Callable[[], None]) -> tuple[threading.Thread, asyncio.Future[None]]:
@@ -128,6 +130,27 @@ class EventDispatcher:
             queued = [self.queue(channel, note) for channel in channels]
             if any(queued):  # a dropped notification does not start the cooldown
                 self._until[(key, event.subject)] = now + configured.cooldown
+        if event.kind == "abuse.compromised_login":
+            self._tell_the_user(event.subject, now)
+
+    def _tell_the_user(self, login: str, now: float) -> None:
+        """A suspended user hears of it at their recovery address, whether or not the
+        administrators configured an event: they cannot log in to read it here."""
+        user = self.policy.users.get(login)
+        if user is None or user.recovery_email is None:
+            return
+        server = self.policy.server.hostname
+        detail = (
+            f"Your mail account {login} on {server} was suspended: it showed signs of "
+            "someone else using your password (mail refused by a sending limit, held as "
+            "spam, many messages alike, or logins from many places at once).\n\n"
+            "Until your mail administrator releases it, it cannot log in or send mail; "
+            "mail to you is still delivered. Contact them, and choose a new password "
+            "you have not used anywhere else."
+        )
+        self.queue(
+            RECOVERY + login, Notification("account suspended", login, detail, self.host, now)
+        )
 
     def _prune(self, now: float) -> None:
         """Forget cooldowns that have passed: subjects are client IPs and senders,
@@ -181,7 +204,13 @@ class EventDispatcher:
                     self._idle.set()
 
     def _channel(self, name: str) -> Channel | None:
-        """A configured channel; or, for a held list post, email to the list's moderators."""
+        """A configured channel; or, for a held list post, email to the list's moderators;
+        or, for a suspended login, email to the user's recovery address."""
+        if name.startswith(RECOVERY):
+            user = self.policy.users.get(name.removeprefix(RECOVERY))
+            if user is None or user.recovery_email is None:
+                return None
+            return Channel(email=[user.recovery_email])
         if not name.startswith(MODERATORS):
             return self.policy.notifications.get(name)
         mailing_list = self.policy.lists.get(name.removeprefix(MODERATORS))

@@ -7,6 +7,7 @@ count; a crash loses at most the last interval of counts.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import struct
@@ -57,6 +58,7 @@ class CounterFile:
             move_aside(self.path, error)
             counters.windows.clear()
             counters.sizes.clear()
+            counters.seen.clear()
             counters.bans.clear()
             self.db = open_with_schema(self.path, cache_mb=4, schema=SCHEMA)
             return
@@ -92,6 +94,8 @@ class CounterFile:
                 rows.append((key, "window", data))
             elif key in sizes:
                 rows.append((key, "sizes", array("d", chain.from_iterable(sizes[key])).tobytes()))
+            elif key in counters.seen:
+                rows.append((key, "seen", json.dumps(counters.seen[key])))
             elif key.startswith("ban:"):
                 until = counters.bans.get(key.removeprefix("ban:"))
                 if until:
@@ -133,6 +137,8 @@ def _load_row(counters: Counters, key: str, kind: str, data: str | bytes) -> Non
         counters.windows[key] = _window(data)
     elif kind == "sizes":
         counters.sizes[key] = _sizes(data)
+    elif kind == "seen":
+        counters.seen[key] = _seen(data)
     elif kind == "ban":
         counters.bans[key.removeprefix("ban:")] = float(data)
 
@@ -162,3 +168,10 @@ def _sizes(data: str | bytes) -> deque[tuple[float, int]]:
         (float(t), int(size))
         for t, _, size in (item.partition(":") for item in data.split(";") if item)
     )
+
+
+def _seen(data: str | bytes) -> dict[str, float]:
+    members = json.loads(data)
+    if not isinstance(members, dict):
+        raise ValueError("not a mapping")
+    return {str(member): float(at) for member, at in members.items()}

@@ -20,6 +20,7 @@ from postwarden.policyd.decide import (
     Add,
     Ban,
     BanCheck,
+    Distinct,
     Op,
     Result,
     SimilarSizes,
@@ -37,6 +38,7 @@ TIMEOUT = 2.0
 #   T key weight limit window bucket refuses -> 1 fits / 0 not (see decide.Take)
 #   A key weight window bucket         -> count in the window
 #   S key size window tolerance        -> similar sizes in the window
+#   D key member window                -> distinct members seen in the window
 #   C client                           -> 1 banned (and the batch stops) / 0
 #   B client seconds                   -> 1 a new ban / 0 one was in force
 SCRIPT = """
@@ -76,6 +78,7 @@ while j <= #ARGV do
     end
     j = j + 7
   elseif op == 'A' or op == 'S' then j = j + 5
+  elseif op == 'D' then j = j + 4
   elseif op == 'C' then j = j + 2
   else j = j + 3 end
 end
@@ -123,6 +126,13 @@ while i <= #ARGV do
     end
     results[#results + 1] = similar
     i = i + 5
+  elseif op == 'D' then
+    local key, window = ARGV[i+1], tonumber(ARGV[i+3])
+    redis.call('ZADD', key, now, ARGV[i+2])
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    redis.call('EXPIRE', key, window + 1)
+    results[#results + 1] = redis.call('ZCARD', key)
+    i = i + 4
   elseif op == 'C' then
     if redis.call('EXISTS', ARGV[i+1]) == 1 then
       results[#results + 1] = 1
@@ -164,6 +174,8 @@ def encode(ops: list[Op]) -> list[str | int | float]:
             args += ["A", PREFIX + op.key, int(op.weight), window, bucket_seconds(window)]
         elif isinstance(op, SimilarSizes):
             args += ["S", PREFIX + op.key, int(op.size), int(op.window), float(op.tolerance)]
+        elif isinstance(op, Distinct):
+            args += ["D", PREFIX + op.key, op.member, int(op.window)]
         elif isinstance(op, BanCheck):
             args += ["C", f"{PREFIX}ban:{op.client}"]
         else:

@@ -116,7 +116,8 @@ class LocalStore:
 
     async def lift(self, client: str) -> bool:
         for key in abuse_keys(client):
-            if self.counters.windows.pop(key, None) is not None:
+            window = self.counters.windows.pop(key, None)
+            if window is not None or self.counters.seen.pop(key, None) is not None:
                 self.counters.dirty.add(key)
         until = self.counters.bans.pop(client, None)
         if until is None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from postwarden.policy.models import Policy
-from postwarden.policy.models.abuse import BadSmtpSessions, InternalSpammer
+from postwarden.policy.models.abuse import BadSmtpSessions, CompromisedLogin, InternalSpammer
 from postwarden.policy.models.events import LargeMessageEvent
 from postwarden.policy.models.lists import MailingList
 from postwarden.policy.models.throttles import Throttle
@@ -57,6 +57,7 @@ class PolicyView:
     password_expiry: dict[str, PasswordExpiry] = field(default_factory=dict)
     """By login (lower case): when its password expired and stops working, for the
     logins whose password has a recorded age under ``password_policy.max_age``."""
+    compromised_login: CompromisedLogin | None = None
 
     def longest_window(self) -> int:
         """The longest window anything is counted in, in seconds: counts idle for
@@ -70,7 +71,11 @@ class PolicyView:
             for rate in (throttle.messages, throttle.recipients, throttle.bytes)
             if rate is not None
         ]
-        windows += [rule.within for rule in (self.internal_spammer, self.bad_sessions) if rule]
+        windows += [
+            rule.within
+            for rule in (self.internal_spammer, self.bad_sessions, self.compromised_login)
+            if rule
+        ]
         return int(max(windows, default=0))
 
     def is_local(self, address: str) -> bool:
@@ -176,6 +181,7 @@ def compile_view(
         trusted_networks=networks(trusted or []),
         logins=frozenset(policy.users),
         password_expiry=password_expiry(policy, password_set or {}),
+        compromised_login=policy.abuse.compromised_login,
     )
 
 

@@ -109,6 +109,7 @@ RULES = {
     "abuse.internal_spammer": "same-size burst",
     "abuse.bad_smtp_session": "harvesting ban",
     "abuse.auth_failures": "failed-login ban",
+    "abuse.compromised_login": "login suspended",
     "list.post_held": "list post held",
     "spam.outbound": "outgoing spam",
     "message.large": "large message",

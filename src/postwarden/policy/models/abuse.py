@@ -83,7 +83,27 @@ class OutboundSpam(PolicyModel):
         return self
 
 
+SignalKind = Literal["throttle", "same_size", "spam", "client_addresses"]
+SIGNAL_KINDS: tuple[SignalKind, ...] = ("throttle", "same_size", "spam", "client_addresses")
+
+
+class CompromisedLogin(PolicyModel):
+    """Suspend a login whose signs of a stolen password line up. The signs, each
+    counted once however often it shows: a throttle refused, held or flagged its mail;
+    internal_spammer tripped on it; rspamd held or rejected its mail (outbound_spam);
+    it logged in from more client addresses than ``client_addresses``."""
+
+    within: Duration
+    """The signals must all show within this window ..."""
+    signals: Annotated[int, Field(ge=1, le=len(SIGNAL_KINDS))] = 2
+    """... and this many different kinds of them suspend the login."""
+    client_addresses: Annotated[int, Field(ge=1)] | None = None
+    """Logins from more distinct client addresses than this within the window are a
+    signal (unset: where a login comes from is not one)."""
+
+
 class Abuse(PolicyModel):
     internal_spammer: InternalSpammer | None = None
     bad_smtp_sessions: BadSmtpSessions | None = None
     outbound_spam: OutboundSpam | None = None
+    compromised_login: CompromisedLogin | None = None

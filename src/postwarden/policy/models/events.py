@@ -32,6 +32,7 @@ class SimpleEvent(_Event):
         "abuse.internal_spammer",
         "abuse.bad_smtp_session",
         "abuse.auth_failures",
+        "abuse.compromised_login",
         "throttle.hit",
         "spam.outbound",
         "ip.blacklisted",

@@ -20,3 +20,6 @@ class User(EntryModel):
     ip_pool: Name | None = None
     disabled: bool = False
     """A disabled user keeps the mailbox but cannot log in or send."""
+    recovery_email: Address | None = None
+    """An address of the user's outside this server's domains: told when the account
+    is suspended (abuse.compromised_login), when its own mailbox cannot be read."""
