@@ -216,10 +216,31 @@ def plan_command(
             "--max-change-share", help="Largest share of existing files a plan may touch."
         ),
     ] = DEFAULT_MAX_SHARE,
+    runtime_from: Annotated[
+        str | None,
+        typer.Option(
+            "--admin",
+            help="Also show the run-time state a deploy keeps (suspended logins, pool "
+            "addresses set by hand) of the postwarden-policyd at HOST:PORT.",
+        ),
+    ] = None,
 ) -> None:
     """Show what rendering would change against DIR, without writing anything."""
     loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
     plan = make_plan(_render_or_exit(loaded, _host_or_exit(host_vars)), against)
+    if runtime_from is not None:
+        from dataclasses import replace
+
+        from postwarden.render.plan import runtime_state
+
+        suspensions = _admin_call(runtime_from, "/suspensions")
+        pools = _admin_call(runtime_from, "/pools")
+        try:
+            state = runtime_state(runtime_from, suspensions, pools, loaded.policy)
+        except (ValueError, KeyError, TypeError):
+            typer.echo(f"{runtime_from} did not answer as postwarden-policyd does", err=True)
+            raise typer.Exit(1) from None
+        plan = replace(plan, runtime=state)
     formatter = {
         PlanFormat.text: as_text,
         PlanFormat.markdown: as_markdown,

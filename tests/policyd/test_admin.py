@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -738,3 +739,54 @@ async def test_a_login_is_suspended_and_released_by_the_admin(
         assert denied.status == 401
     assert (await admin.request("GET", "/suspensions", token="dovecot")).status == 401
     assert (await admin.request("GET", "/suspensions")).json() == {"suspensions": []}
+
+
+async def test_plan_shows_the_run_time_state_a_deploy_keeps(
+    admin: Admin, write_policy: WritePolicy, tmp_path: Path
+) -> None:
+    """`plan --admin`: the suspended logins and the pool addresses whose state an
+    operator set, against the planned policy (one that drops alice's address, here)."""
+    from typer.testing import CliRunner
+
+    from postwarden.cli import app
+
+    await admin.post("/suspensions/alice@example.com", {"action": "suspend"})
+    await admin.engine.store.run([Ban(suspension_key("gone@example.com"), SUSPENDED_FOR)])
+    await admin.post("/pools/203.0.113.10", {"state": "quarantined"})
+    planned = write_policy(POLICY.replace("  alice@example.com: {}\n", "  bob@example.com: {}\n"))
+    token = tmp_path / "admin-token"
+    token.write_text(TOKENS["admin"])
+    env = {"POSTWARDEN_ADMIN_TOKEN_FILE": str(token)}
+    address = f"127.0.0.1:{admin.server.port}"
+    base = ["plan", str(planned), "--against", str(tmp_path / "empty"), "--admin", address]
+    runner = CliRunner()
+    shown = await asyncio.to_thread(runner.invoke, app, base, env=env)
+    assert shown.exit_code == 0, shown.output
+    tail = shown.stdout.split("\nPlan: ", 1)[1].splitlines()[1:]
+    assert tail[0] == f"Run-time state at {address}, kept by this deploy:"
+    dated = [re.sub(r" since \d{4}-\d\d-\d\d \d\d:\d\d UTC ", " since DATE ", t) for t in tail]
+    gone = " (postwarden account release); the planned policy no longer has this user"
+    assert sorted(dated[1:]) == [
+        f"  alice@example.com is suspended since DATE{gone}",
+        f"  gone@example.com is suspended since DATE{gone}",
+        "  pool address 203.0.113.10 (main) is quarantined, the planned policy says active"
+        " (postwarden pool)",
+    ]
+    as_json = await asyncio.to_thread(runner.invoke, app, [*base, "--format", "json"], env=env)
+    runtime = json.loads(as_json.stdout)["runtime"]
+    assert {s["login"] for s in runtime["suspended"]} == {"alice@example.com", "gone@example.com"}
+    assert runtime["pools"] == [
+        {"address": "203.0.113.10", "pool": "main", "state": "quarantined", "planned": "active"}
+    ]
+    markdown = await asyncio.to_thread(runner.invoke, app, [*base, "--format", "markdown"], env=env)
+    assert f"**Run-time state at {address}, kept by this deploy:**" in markdown.stdout
+    # nothing to keep: said so
+    await admin.post("/suspensions/alice@example.com", {"action": "release"})
+    await admin.post("/suspensions/gone@example.com", {"action": "release"})
+    await admin.post("/pools/203.0.113.10", {"state": "active"})
+    calm = await asyncio.to_thread(runner.invoke, app, base, env=env)
+    assert calm.stdout.endswith(f"Run-time state at {address}, kept by this deploy: none.\n")
+    # a daemon that is not there: a clear error, exit 1
+    away = await asyncio.to_thread(runner.invoke, app, [*base[:-1], "127.0.0.1:9"], env=env)
+    assert away.exit_code == 1
+    assert "cannot reach postwarden-policyd at 127.0.0.1:9" in away.stderr

@@ -9,12 +9,15 @@ from __future__ import annotations
 import difflib
 import json
 import stat
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from postwarden.policy.models import Policy
 from postwarden.render.templating import HEADER_LINES
 from postwarden.render.tree import RenderedTree
+from postwarden.visible import visible
 
 Status = Literal["added", "changed", "removed", "unchanged"]
 MANAGED_MARK = HEADER_LINES[0]
@@ -32,8 +35,85 @@ class FileChange:
 
 
 @dataclass(frozen=True)
+class Suspended:
+    login: str
+    since: int
+    in_policy: bool
+    """Whether the planned policy still has this user."""
+
+
+@dataclass(frozen=True)
+class PoolOverride:
+    address: str
+    pool: str
+    state: str
+    """The address's state on the host now, set with `postwarden pool`."""
+    planned: str | None
+    """Its state in the planned policy; None when the planned policy drops it."""
+
+
+@dataclass(frozen=True)
+class RuntimeState:
+    """Run-time state on the hosts, which a deploy keeps as it is: suspended logins and
+    pool addresses whose state an operator changed. Changed with `postwarden account`
+    and `postwarden pool`, never by a plan."""
+
+    source: str
+    """The daemon it was read from (HOST:PORT)."""
+    suspended: list[Suspended]
+    pools: list[PoolOverride]
+
+    def lines(self) -> list[str]:
+        found = []
+        for entry in self.suspended:
+            since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(entry.since))
+            gone = "" if entry.in_policy else "; the planned policy no longer has this user"
+            found.append(
+                f"{visible(entry.login)} is suspended since {since} "
+                f"(postwarden account release){gone}"
+            )
+        for pool in self.pools:
+            planned = (
+                f"the planned policy says {pool.planned}"
+                if pool.planned is not None
+                else "the planned policy no longer has it"
+            )
+            found.append(
+                f"pool address {visible(pool.address)} ({visible(pool.pool)}) is "
+                f"{visible(pool.state)}, {planned} (postwarden pool)"
+            )
+        return found
+
+    def summary(self) -> str:
+        return f"run-time state at {self.source}, kept by this deploy"
+
+
+def runtime_state(source: str, suspensions: object, pools: object, planned: Policy) -> RuntimeState:
+    """The state a daemon's admin API reports (GET /suspensions, GET /pools), set
+    against the planned policy. Raises ValueError on an answer of another shape."""
+    if not isinstance(suspensions, dict) or not isinstance(pools, dict):
+        raise ValueError("not the admin API's answer")
+    suspended = [
+        Suspended(str(entry["login"]), int(entry["since"]), str(entry["login"]) in planned.users)
+        for entry in suspensions.get("suspensions", [])
+    ]
+    states = {
+        member.address: member.state
+        for pool in planned.ip_pools.values()
+        for member in pool.addresses
+    }
+    overrides = [
+        PoolOverride(str(address), str(info["pool"]), str(info["state"]), states.get(address))
+        for address, info in sorted(pools.items())
+        if info["state"] != states.get(address)
+    ]
+    return RuntimeState(source, suspended, overrides)
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: list[FileChange]
+    runtime: RuntimeState | None = None
 
     def count(self, status: Status) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -135,6 +215,10 @@ def as_text(plan: Plan) -> str:
         if change.diff:
             lines.append(change.diff.rstrip("\n"))
     lines.append(f"Plan: {plan.summary()}.")
+    if plan.runtime is not None:
+        state = plan.runtime.lines()
+        lines.append(f"{plan.runtime.summary().capitalize()}:" + ("" if state else " none."))
+        lines += [f"  {line}" for line in state]
     return "\n".join(lines) + "\n"
 
 
@@ -165,12 +249,20 @@ def as_markdown(plan: Plan) -> str:
                 "</details>",
                 "",
             ]
+    if plan.runtime is not None:
+        state = plan.runtime.lines()
+        lines += [f"**{plan.runtime.summary().capitalize()}:**" + ("" if state else " none."), ""]
+        lines += [f"- {line}" for line in state]
+        if state:
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
 def as_json(plan: Plan) -> str:
-    payload = {
+    payload: dict[str, object] = {
         "summary": {s: plan.count(s) for s in ("added", "changed", "removed", "unchanged")},
         "changes": [asdict(c) for c in plan.changes if c.status != "unchanged"],
     }
+    if plan.runtime is not None:
+        payload["runtime"] = asdict(plan.runtime)
     return json.dumps(payload, indent=2) + "\n"
