@@ -2,8 +2,13 @@
 
 Two jails, each only when its trigger is set in the policy:
 
-- ``postwarden-auth`` counts failed logins: Postfix's SASL failures on the
-  submission ports and Dovecot's failed IMAP logins;
+- ``postwarden-auth`` follows postwarden-policyd's own bans for failed logins.
+  The daemon hears of every login from Dovecot (IMAP, POP3, and SMTP AUTH, which
+  Postfix asks Dovecot about) and counts only wrong passwords. Postfix's and
+  Dovecot's own failure lines cannot tell those from logins the daemon refused
+  (a suspended account, an expired password, every login while the daemon is
+  down and the fail mode is closed): counted, the phones of one suspended user
+  would get the office's address banned, and a stopped daemon every user's.
 - ``postwarden-harvest`` counts unknown local recipients: Postfix's rejections,
   and the ban lines postwarden-policyd writes when it has counted enough itself.
 
@@ -64,42 +69,6 @@ IMAP_PORTS = (143, 993)
 _POSTFIX_SMTPD = r"^\s*\S+ postfix(?:-[\w.-]+)?(?:/[\w.-]+)?/smtpd\[\d+\]: "
 _POSTFIX_CLIENT = r"[^\s\[\]]+\[<ADDR>\](?::\d+)?"
 
-POSTFIX_SASL_FAILED = (
-    _POSTFIX_SMTPD + r"warning: " + _POSTFIX_CLIENT + r": SASL [\w-]+ authentication failed:"
-    r"(?! Invalid authentication mechanism)"
-)
-"""Postfix: "warning: unknown[192.0.2.7]: SASL PLAIN authentication failed: ...".
-
-What follows "failed:" (the reason, then ", sasl_username=" and the login name the
-client sent) comes after the address and cannot move it. An unknown mechanism is no
-password. "Connection lost to authentication server" is one: Dovecot delays its
-answer to a client that keeps failing until Postfix stops waiting, so a guesser's
-later tries are logged that way (seen in the e2e run), and skipping them let 8 tries
-through where 5 ban.
-"""
-
-DOVECOT_LOGIN_FAILED = (
-    r"^\s*(?:imap|pop3|submission|managesieve)-login: Info: "
-    r"(?:Disconnected|Aborted login)(?:: [A-Za-z ]+)? "
-    r"\(auth failed, \d+ attempts in \d+ secs\): "
-    r"(?:user=<.*>, )?(?:method=[\w-]+, )?"
-    r"rip=<ADDR>, lip=[\da-fA-F.:]+(?:, mpid=\d+)?"
-    r"(?:, (?:secured|TLS(?:: [^,=<>]*)?))?, session=<[\w+/]+>$"
-)
-"""Dovecot: "imap-login: Info: Disconnected: Connection closed (auth failed, 3 attempts in
-6 secs): user=<alice@example.com>, method=PLAIN, rip=192.0.2.8, lip=127.0.0.1, TLS,
-session=<...>".
-
-The login name in user=<...> is the client's, unescaped: it may hold ">, rip=" and
-a whole fake tail. Dovecot writes its own ", rip=ADDR, lip=..., session=<...>"
-after it, and the regex takes only the rip= that this tail follows up to the end
-of the line; nothing in that tail can hold a "rip=", so the address is the
-client's own. A client that drops the connection over TLS leaves "TLS: Connection
-closed" (or another reason of the TLS library's) in that tail; the reason may hold
-no ",", "=", "<" or ">". (Taking user=<[^>]*> instead would be as safe, but a login name
-with a ">" in it would then hide a session's failures.)
-"""
-
 POSTFIX_UNKNOWN_RECIPIENT = (
     _POSTFIX_SMTPD + r"(?:NOQUEUE|[0-9A-Za-z]+): reject: RCPT from " + _POSTFIX_CLIENT + r": "
     r"[45]50 [45]\.1\.1 <.*>: Recipient address rejected: "
@@ -116,6 +85,14 @@ POLICYD_BAN = (
 )
 """postwarden-policyd: "postwarden-policyd[4321]: ban client=192.0.2.9
 reason=invalid_recipients count=10 within=600s for=3600s"."""
+
+POLICYD_AUTH_BAN = (
+    r"^\s*postwarden-policyd\[\d+\]: ban client=<ADDR> reason=auth_failures "
+    r"count=\d+ within=\d+s for=\d+s$"
+)
+"""postwarden-policyd: "postwarden-policyd[4321]: ban client=192.0.2.7
+reason=auth_failures count=5 within=600s for=3600s". The daemon writes the whole
+line itself, from a client address Dovecot checked: nothing a client sends is in it."""
 
 DATEPATTERN = "{^LN-BEG}"
 """The date starts the line: "Nov 30 12:00:00" (Postfix's maillog_file and Dovecot's
@@ -148,11 +125,8 @@ class Filter:
 
 AUTH_FILTER = Filter(
     AUTH_JAIL,
-    "failed logins: Postfix SASL on the submission ports, Dovecot IMAP",
-    [
-        Regex(f"Postfix, {POSTFIX_LOG}", POSTFIX_SASL_FAILED),
-        Regex(f"Dovecot, {DOVECOT_LOG}", DOVECOT_LOGIN_FAILED),
-    ],
+    "failed logins: postwarden-policyd's bans after wrong passwords (IMAP, POP3, SMTP AUTH)",
+    [Regex(f"postwarden-policyd, {POLICYD_LOG}", POLICYD_AUTH_BAN)],
 )
 
 HARVEST_FILTER = Filter(
@@ -230,11 +204,12 @@ def jails(policy: Policy, host: HostSettings) -> list[Jail]:
         found.append(
             jail(
                 AUTH_JAIL,
-                f"{rules.auth_failures} failed logins within {rules.within}: "
-                f"banned for {rules.ban_for}",
-                [POSTFIX_LOG, DOVECOT_LOG],
+                f"{rules.auth_failures} failed logins within {rules.within} "
+                f"(counted by postwarden-policyd): banned for {rules.ban_for}",
+                [POLICYD_LOG],
                 login_ports(host),
-                rules.auth_failures,
+                # the daemon counted the failures: one ban line of its is the ban
+                1,
                 rules,
             )
         )
