@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from postwarden.accounts.containment import logins_of, to_hold, waiting
+from postwarden.accounts.containment import kickable, logins_of, to_hold, waiting
 from postwarden.moderation import parse_queue
 from postwarden.policyd.decide import UsageRow
 from postwarden.policyd.usage import UsageLog
@@ -65,3 +65,11 @@ def test_rows_older_than_the_oldest_queued_mail_are_not_read(tmp_path: Path) -> 
     """A queue ID Postfix used again long ago belongs to another message."""
     log = usage_log(tmp_path / "usage.sqlite", [(100.0, "alice@example.com", "4AAA1")])
     assert logins_of(log, {"4AAA1": 1000.0}) == {}
+
+
+def test_only_a_plain_login_is_handed_to_doveadm_kick() -> None:
+    """It takes a mask: "*@example.com" would close every user's sessions."""
+    assert kickable("bob@example.org")
+    assert kickable("-bob@example.org")  # passed after "--": a login, not an option
+    for mask in ("*@example.org", "b?b@example.org", "bob", "bob@example.org\n", "a%u@x.org"):
+        assert not kickable(mask), mask

@@ -73,6 +73,12 @@ def to_hold(suspended: Iterable[str], owners: dict[str, str]) -> dict[str, list[
     return held
 
 
+def kickable(login: str) -> bool:
+    """`doveadm kick` takes a mask: a login with a wildcard would close the sessions of
+    every user it matches. The store's names are not trusted to be plain."""
+    return "@" in login and not any(c in login for c in "*?%\\") and login.isprintable()
+
+
 def _run(*command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
 
@@ -102,8 +108,8 @@ def contain(suspended: list[str], usage_log: str) -> Contained:
     kicked = []
     doveadm = shutil.which("doveadm")
     if doveadm is not None:
-        for login in suspended:
+        for login in filter(kickable, suspended):
             # exit 68 (EX_NOUSER) is "no session was open": nothing to close
-            if _run(doveadm, "kick", login).returncode == 0:
+            if _run(doveadm, "kick", "--", login).returncode == 0:
                 kicked.append(login)
     return Contained(held, kicked)
