@@ -816,6 +816,80 @@ def passwd_command(
     typer.echo(f"password of {account.address} set in {written}; deploy to make it live")
 
 
+dns_app = typer.Typer(help="What the DNS says about the policy's domains and addresses.")
+app.add_typer(dns_app, name="dns")
+
+
+class DnsFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+@dns_app.command("check")
+def dns_check_command(
+    policy: PolicyArg,
+    secrets: SecretsOpt = None,
+    vault_password_file: VaultOpt = None,
+    host_vars: HostVarsOpt = None,
+    nameserver: Annotated[
+        str | None,
+        typer.Option(help="HOST or HOST:PORT of the DNS server to ask [default: the system's]."),
+    ] = None,
+    dkim_records: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the DNS records of the deployed DKIM keys are kept (DOMAIN.SELECTOR"
+            ".key.dns, as the rspamd role keeps them) [default: /var/lib/rspamd/dkim, "
+            "when it exists]."
+        ),
+    ] = None,
+    output: Annotated[DnsFormat, typer.Option("--format", help="Output format.")] = (
+        DnsFormat.text
+    ),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show the checks that passed too.")
+    ] = False,
+) -> None:
+    """Check MX, SPF, DKIM and DMARC of each domain, and PTR, forward DNS and
+    blocklists of each pool address, against the policy. Exit 1 on any error."""
+    from dataclasses import asdict
+
+    from postwarden.deliverability.dns_check import (
+        check_dns,
+        dkim_record_text,
+        format_markdown,
+        format_text,
+    )
+    from postwarden.deliverability.lookups import Lookups
+    from postwarden.render.rspamd import DKIM_KEY_DIR
+
+    loaded = _load_or_exit(policy, secrets, vault_password_file, OutputFormat.text)
+    host = _host_or_exit(host_vars)
+    kept = dkim_records or Path(DKIM_KEY_DIR)
+    deployed = {}
+    for domain, settings in loaded.policy.domains.items():
+        if settings.dkim_selector is None:
+            continue
+        record = kept / f"{domain}.{settings.dkim_selector}.key.dns"
+        try:
+            text = dkim_record_text(record.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+        if text is not None:
+            deployed[(domain, settings.dkim_selector)] = text
+    lookups = Lookups(nameserver or host.dnsbl_nameserver)
+    findings = check_dns(loaded.policy, lookups, list(host.dnsbl_zones), deployed)
+    if output is DnsFormat.json:
+        typer.echo(dumps([asdict(f) for f in findings]))
+    elif output is DnsFormat.markdown:
+        typer.echo(format_markdown(findings), nl=False)
+    else:
+        typer.echo(format_text(findings, verbose), nl=False)
+    if any(f.severity == "error" for f in findings):
+        raise typer.Exit(1)
+
+
 account_app = typer.Typer(
     help="Logins suspended at run time, on every host sharing the store: refused at "
     "SMTP (RCPT) and at login (IMAP, POP3, SMTP AUTH) until released."
@@ -895,7 +969,9 @@ def account_contain(admin: AdminOpt = None, usage_log: UsageLogOpt = None) -> No
     try:
         done = contain(suspended, usage_log or _daemon_settings().usage_log)
     except ContainFailed as error:
-        typer.echo(f"cannot contain the suspended logins: {error}", err=True)
+        for login in error.kicked:
+            typer.echo(f"{visible(login)}: closed its open sessions")
+        typer.echo(f"cannot hold the suspended logins' queued mail: {error}", err=True)
         raise typer.Exit(1) from None
     for login, queue_ids in done.held.items():
         typer.echo(

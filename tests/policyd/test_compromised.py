@@ -11,6 +11,8 @@ import pytest
 from postwarden.policy.load import load_policy
 from postwarden.policyd.decide import (
     SUSPENDED,
+    SUSPENDED_FOR,
+    Ban,
     Decision,
     Verdict,
     compromise_sign,
@@ -231,3 +233,90 @@ async def test_mail_relayed_without_a_login_suspends_nothing(
         verdict = await drive(decide(relayed, view), store)
     assert [e.kind for e in verdict.events] == ["abuse.internal_spammer"]
     assert store.counters.seen == {}
+
+
+SHARED = """\
+server: {hostname: mail.example.com, postmaster: ops@example.net}
+domains:
+  example.com: {shared_throttle: together}
+users:
+  alice@example.com: {}
+  mallory@example.com: {}
+throttles:
+  together: {recipients: 2/h}
+abuse:
+  internal_spammer: {same_size_messages: 3, within: 10m, action: notify}
+  compromised_login: {within: 1h, signals: 2, client_addresses: 1}
+"""
+
+
+async def test_a_budget_others_spent_is_no_sign_of_the_login(
+    write_policy: WritePolicy,
+) -> None:
+    """mallory spends the domain's shared budget; alice's next mail trips it, which
+    says nothing about alice's password."""
+    view = compile_view(load_policy(write_policy(SHARED)).policy, ["127.0.0.0/8"])
+    store = LocalStore()
+    for number in range(2):
+        await drive(decide(rcpt("mallory@example.com", f"m{number}@remote.test"), view), store)
+    tripped = await drive(decide(rcpt("alice@example.com", "a@remote.test"), view), store)
+    assert tripped.action.startswith("DEFER")
+    assert store.counters.seen.get("signals:alice@example.com") is None
+    # her own second address is one sign only: not suspended
+    await logged_in(store, view, "alice@example.com", "192.0.2.1")
+    await logged_in(store, view, "alice@example.com", "192.0.2.2")
+    assert await allowed(store, view, "alice@example.com") == "DUNNO"
+
+
+async def test_mail_the_host_relays_under_a_users_address_plants_no_sign(
+    view: PolicyView,
+) -> None:
+    """A web application on the host sends same-size mail as alice+x@: counted apart
+    from alice's own, so her one message of that size is no burst of hers."""
+    store = LocalStore()
+    relayed = {**end_of_message("", 5000, client="127.0.0.1"), "sender": "alice+x@example.com"}
+    for _ in range(3):
+        await drive(decide(relayed, view), store)
+    own = await drive(decide(end_of_message("alice@example.com", 5000), view), store)
+    assert own.action == "DUNNO"
+    assert store.counters.seen.get("signals:alice@example.com") is None
+
+
+async def test_a_login_suspended_after_its_rcpt_sends_nothing_at_the_end(
+    store: Store, view: PolicyView
+) -> None:
+    """Its RCPT passed before the suspension (another session, another MTA): the
+    message is refused at END-OF-MESSAGE all the same."""
+    login = "alice@example.com"
+    assert (await drive(decide(rcpt(login, "x@remote.test"), view), store)).action == "DUNNO"
+    await store.run([Ban(suspension_key(login), SUSPENDED_FOR)])
+    assert await drive(decide(end_of_message(login, 700), view), store) == SUSPENDED
+    # another login's message still goes
+    other = await drive(decide(end_of_message("bob@example.com", 700), view), store)
+    assert other.action == "DUNNO"
+
+
+async def test_a_late_sign_keeps_the_suspensions_time(view: PolicyView, clock: Clock) -> None:
+    store = LocalStore(clock=clock)
+    login = "bob@example.com"
+    for client in ("192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        await logged_in(store, view, login, client)
+    await drive(compromise_sign(login, "spam", view), store)
+    until = store.counters.bans[suspension_key(login)]
+    clock.now += 600
+    late = await drive(compromise_sign(login, "spam", view), store)
+    assert late.events == ()
+    assert store.counters.bans[suspension_key(login)] == until
+
+
+async def test_an_ipv6_client_counts_as_its_64(store: Store, view: PolicyView) -> None:
+    """A phone's privacy addresses change within its /64 all day: one place."""
+    login = "bob@example.com"
+    for host in range(1, 9):
+        await logged_in(store, view, login, f"2001:db8:1:2::{host}")
+    await drive(compromise_sign(login, "spam", view), store)
+    assert await allowed(store, view, login) == "DUNNO"
+    for network in range(3, 7):
+        await logged_in(store, view, login, f"2001:db8:1:{network}::1")
+    await drive(compromise_sign(login, "spam", view), store)
+    assert await allowed(store, view, login) == "REJECT account suspended"

@@ -213,7 +213,8 @@ class DownStore:
     async def run(self, ops: list[Op]) -> list[Result]:
         if self.down:
             raise StoreUnavailable("redis: RedisUnavailable: cannot connect")
-        return [True for _ in ops]
+        # nobody banned, every budget fits
+        return [not isinstance(op, BanCheck) for op in ops]
 
     async def bans(self) -> dict[str, float]:
         raise StoreUnavailable("redis: RedisUnavailable: cannot connect")

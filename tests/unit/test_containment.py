@@ -42,6 +42,8 @@ def test_a_suspended_logins_queued_mail_under_any_sender(tmp_path: Path) -> None
         tmp_path / "usage.sqlite",
         [
             (500.0, "alice@example.com", "4OLD0"),
+            # an older message under an ID Postfix has used again since: not bob's
+            (700.0, "alice@example.com", "4AAA1"),
             (1000.5, "bob@example.org", "4AAA1"),
             (1099.0, "alice@example.com", "4AAA2"),
             (1300.2, "carol@example.com", "4AAA4"),

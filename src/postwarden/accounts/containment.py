@@ -45,19 +45,22 @@ def waiting(queue: list[dict[str, object]]) -> dict[str, float]:
 
 def logins_of(usage_log: str, queued: dict[str, float]) -> dict[str, str]:
     """Queue ID -> login, from the usage log, for the queued messages it has a row of.
-    Read from the oldest arrival on, through the log's time index."""
-    if not queued:
-        return {}
-    oldest = min(queued.values()) - ARRIVAL_SLACK
+    Each queue ID is matched only to a row written within ARRIVAL_SLACK of that
+    message's own arrival: Postfix reuses short queue IDs, and an older row under the
+    same ID was another message."""
     found: dict[str, str] = {}
+    if not queued:
+        return found
     db = sqlite3.connect(f"file:{usage_log}?mode=ro", uri=True, timeout=5.0)
     try:
-        wanted = set(queued)
-        for queue_id, login in db.execute(
-            "SELECT queue_id, login FROM usage WHERE time >= ? AND queue_id <> ''", (oldest,)
-        ):
-            if queue_id in wanted and login:
-                found[queue_id] = login
+        for queue_id, arrival in queued.items():
+            row = db.execute(
+                "SELECT login FROM usage WHERE time >= ? AND time <= ? AND queue_id = ? "
+                "ORDER BY time DESC LIMIT 1",
+                (arrival - ARRIVAL_SLACK, arrival + ARRIVAL_SLACK, queue_id),
+            ).fetchone()
+            if row is not None and row[0]:
+                found[queue_id] = str(row[0])
     finally:
         db.close()
     return found
@@ -86,25 +89,18 @@ def _run(*command: str, stdin: str | None = None) -> subprocess.CompletedProcess
 class ContainFailed(Exception):
     """A command of the host failed; its words say why."""
 
+    def __init__(self, reason: str, kicked: list[str]) -> None:
+        super().__init__(reason)
+        self.kicked = kicked
+        """The logins whose sessions were closed before it failed."""
+
 
 def contain(suspended: list[str], usage_log: str) -> Contained:
-    """Hold the suspended logins' queued mail and close their open sessions."""
+    """Close the suspended logins' open sessions, and hold their queued mail. The
+    sessions are closed first: a queue or a log that cannot be read must not keep
+    them open."""
     if not suspended:
         return Contained({}, [])
-    listed = _run("postqueue", "-j")
-    if listed.returncode != 0:
-        raise ContainFailed(f"postqueue -j: {listed.stderr.strip() or listed.returncode}")
-    queued = waiting(parse_queue(listed.stdout))
-    try:
-        owners = logins_of(usage_log, queued)
-    except sqlite3.Error as error:
-        raise ContainFailed(f"{usage_log}: {error}") from None
-    held = to_hold(suspended, owners)
-    ids = [queue_id for ids in held.values() for queue_id in ids]
-    if ids:
-        put = _run("postsuper", "-h", "-", stdin="\n".join(ids) + "\n")
-        if put.returncode != 0:
-            raise ContainFailed(f"postsuper -h: {put.stderr.strip() or put.returncode}")
     kicked = []
     doveadm = shutil.which("doveadm")
     if doveadm is not None:
@@ -112,4 +108,18 @@ def contain(suspended: list[str], usage_log: str) -> Contained:
             # exit 68 (EX_NOUSER) is "no session was open": nothing to close
             if _run(doveadm, "kick", "--", login).returncode == 0:
                 kicked.append(login)
+    listed = _run("postqueue", "-j")
+    if listed.returncode != 0:
+        raise ContainFailed(f"postqueue -j: {listed.stderr.strip() or listed.returncode}", kicked)
+    queued = waiting(parse_queue(listed.stdout))
+    try:
+        owners = logins_of(usage_log, queued)
+    except sqlite3.Error as error:
+        raise ContainFailed(f"{usage_log}: {error}", kicked) from None
+    held = to_hold(suspended, owners)
+    ids = [queue_id for ids in held.values() for queue_id in ids]
+    if ids:
+        put = _run("postsuper", "-h", "-", stdin="\n".join(ids) + "\n")
+        if put.returncode != 0:
+            raise ContainFailed(f"postsuper -h: {put.stderr.strip() or put.returncode}", kicked)
     return Contained(held, kicked)

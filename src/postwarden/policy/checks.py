@@ -579,7 +579,7 @@ def compromise_signs(policy: Policy) -> list[str]:
     available = {
         "throttle": throttled,
         "same_size": abuse.internal_spammer is not None,
-        "spam": spam is not None and (spam.hold_score or spam.reject_score) is not None,
+        "spam": spam is not None and (spam.hold_score is not None or spam.reject_score is not None),
         "client_addresses": rule is not None and rule.client_addresses is not None,
     }
     return [kind for kind, shows in available.items() if shows]

@@ -217,7 +217,13 @@ class Daemon:
             )
             task = asyncio.get_running_loop().create_task(suspect)
             self._signals.add(task)
-            task.add_done_callback(self._signals.discard)
+            task.add_done_callback(self._sign_counted)
+
+    def _sign_counted(self, task: asyncio.Task[str]) -> None:
+        self._signals.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # a bug, not the store (the engine answers for that): said, not swallowed
+            log.error("counting a sign of compromise failed: %r", task.exception())
 
     async def decide(self, request: dict[str, str]) -> str:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ throttle applies in addition to the poster's.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Generator
 from typing import Literal, NamedTuple
@@ -76,6 +77,13 @@ def is_suspension(name: str) -> bool:
     return name.startswith("login:")
 
 
+def sizes_key(sasl_login: str, identity: str) -> str:
+    """The message sizes the same-size rule compares: a login's own, and apart from
+    them those of mail the host's own applications relay under its addresses (so
+    that an application's mail never makes a sign of a stolen password)."""
+    return f"sizes:{sasl_login}" if sasl_login else f"sizes:relayed:{identity}"
+
+
 def signals_key(login: str) -> str:
     """The kinds of sign of a stolen password a login showed (compromised_login)."""
     return f"signals:{login}"
@@ -91,7 +99,7 @@ def abuse_keys(name: str) -> tuple[str, ...]:
     mistake does not ban (or suspend) again at once."""
     if is_suspension(name):
         login = name.removeprefix("login:")
-        return (signals_key(login), clients_key(login))
+        return (signals_key(login), clients_key(login), sizes_key(login, login))
     return (invalid_key(name), auth_failures_key(name))
 
 
@@ -259,6 +267,11 @@ def sender_identity(login: str, sender: str, client: str, view: PolicyView) -> s
     return ""
 
 
+def own_budget_key(login: str, what: str) -> str:
+    """The counter of a login's own throttle (see _budgets)."""
+    return f"user:{login}:{what}"
+
+
 def _budgets(
     view: PolicyView, identity: str, sender: str, what: str
 ) -> list[tuple[NamedThrottle, str, str, str]]:
@@ -269,7 +282,7 @@ def _budgets(
     found = []
     own = view.throttle_of(identity)
     if own is not None and getattr(own.throttle, what) is not None:
-        found.append((own, identity, what, f"user:{identity}:{what}"))
+        found.append((own, identity, what, own_budget_key(identity, what)))
     if view.shared_throttles:
         domain = (sender or identity).rpartition("@")[2]
         shared = view.shared_throttles.get(domain)
@@ -302,13 +315,17 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
         ops.append(Add(invalid_key(client), 1, bad.within))
     first_take = len(ops)
     takes: list[tuple[NamedThrottle, str, str]] = []
+    # which Take is the login's own budget: only its trip is a sign of the login's
+    # (the domain's shared budget is spent by every sender of the domain)
+    own = -1
     if identity:
         for named, subject, what, key in _budgets(view, identity, sender, "recipients"):
             rate = named.throttle.recipients
             assert rate is not None
+            if key == own_budget_key(login, what):
+                own = len(takes)
             ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
             takes.append((named, subject, what))
-    own_takes = len(takes)
     # Postfix delivers list+anything@ to the list (recipient_delimiter): so do the rules
     list_address = recipient
     if "+" in recipient and recipient not in view.lists:
@@ -339,7 +356,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     for (named, subject, what), took in zip(takes, taken, strict=True):
         if not took:
             _throttled(outcome, named, subject, what)
-    if login and not all(taken[:own_takes]):
+    if own >= 0 and not taken[own]:
         yield from suspect(outcome, login, ("throttle",), view)
 
     if mailing_list is not None and not _may_post(mailing_list, login, sender):
@@ -386,8 +403,12 @@ def suspect(
     lined_up = max((n for n in seen if isinstance(n, int)), default=0)
     if lined_up < rule.signals:
         return
-    (new,) = yield [Ban(suspension_key(login), SUSPENDED_FOR)]
     outcome.act("reject", SUSPENDED_TEXT)
+    # a Ban lengthens one in force: its "since" would move with every late sign
+    (already,) = yield [BanCheck(suspension_key(login))]
+    if already:
+        return
+    (new,) = yield [Ban(suspension_key(login), SUSPENDED_FOR)]
     if new:
         outcome.logs.append(
             f"suspend login={login} reason=compromised_login signals={lined_up} "
@@ -437,7 +458,8 @@ def _throttled(outcome: _Outcome, named: NamedThrottle, subject: str, what: str)
 def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     sender = request.get("sender", "").lower()
     client = request.get("client_address", "")
-    login = sender_identity(request.get("sasl_username", "").lower(), sender, client, view)
+    sasl = request.get("sasl_username", "").lower()
+    login = sender_identity(sasl, sender, client, view)
     size = _int(request.get("size"))
     large = view.large_message_above is not None and size > view.large_message_above
     if not login:
@@ -446,25 +468,33 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         return Verdict(PASS, (_large_message(login, sender, client, size),))
     recipients = _int(request.get("recipient_count"))
 
-    ops: list[Op] = []
+    # a login suspended since its RCPT (on another session, or another MTA) sends no more
+    ops: list[Op] = [BanCheck(suspension_key(sasl))] if sasl else []
     takes: list[tuple[NamedThrottle, str, str]] = []
+    own: list[bool] = []
     for named, subject, what, key in _budgets(view, login, sender, "messages"):
         rate = named.throttle.messages
         assert rate is not None
         ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
         takes.append((named, subject, what))
+        own.append(bool(sasl) and key == own_budget_key(sasl, what))
     for named, subject, what, key in _budgets(view, login, sender, "bytes"):
         budget = named.throttle.bytes
         assert budget is not None
         ops.append(Take(key, size, int(budget.size), budget.window, _refuses(named)))
         takes.append((named, subject, what))
+        own.append(bool(sasl) and key == own_budget_key(sasl, what))
     spammer = view.internal_spammer
     measured = spammer is not None and size > 0
     if spammer is not None and measured:
         tolerance = spammer.size_tolerance / 100
-        ops.append(SimilarSizes(f"sizes:{login}", size, spammer.within, tolerance))
+        ops.append(SimilarSizes(sizes_key(sasl, login), size, spammer.within, tolerance))
 
     results: list[Result] = (yield ops) if ops else []
+    if sasl:
+        if results[0]:
+            return SUSPENDED
+        results = results[1:]
     pool = view.user_pools.get(login)
     if not large and all(results[: len(takes)]) and not _looks_like_bulk(results, takes, view):
         return Verdict(
@@ -481,7 +511,7 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         if not took:
             _throttled(outcome, named, subject, what)
     signals: tuple[SignalKind, ...] = ()
-    if not all(results[: len(takes)]):
+    if any(mine and not took for mine, took in zip(own, results, strict=False)):
         signals += ("throttle",)
     if spammer is not None and _looks_like_bulk(results, takes, view):
         similar = results[len(takes)]
@@ -490,7 +520,7 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         outcome.events.append(Event("abuse.internal_spammer", login, text))
         signals += ("same_size",)
     # only a login can be suspended: mail relayed from the host's own networks has none
-    yield from suspect(outcome, request.get("sasl_username", "").lower(), signals, view)
+    yield from suspect(outcome, sasl, signals, view)
     return outcome.verdict(
         UsageRow(
             login,
@@ -604,12 +634,23 @@ def decide_auth(command: str, request: dict[str, object], view: PolicyView, now:
     )
 
 
+def client_network(client: str) -> str:
+    """An IPv4 client as itself, an IPv6 client as its /64: a phone's privacy
+    addresses change within its network all day."""
+    if ":" not in client:
+        return client
+    try:
+        return str(ipaddress.ip_network(f"{client}/64", strict=False))
+    except ValueError:
+        return client
+
+
 def _logged_in(view: PolicyView, login: str, client: str) -> Decision:
     """A login from one more client address than compromised_login allows is a sign."""
     rule = view.compromised_login
     if rule is None or rule.client_addresses is None or not login:
         return Verdict(PASS)
-    (count,) = yield [Distinct(clients_key(login), client, rule.within)]
+    (count,) = yield [Distinct(clients_key(login), client_network(client), rule.within)]
     if not isinstance(count, int) or count <= rule.client_addresses:
         return Verdict(PASS)
     outcome = _Outcome()

@@ -71,10 +71,11 @@ class LocalStore:
             self._write_bans(self.file, [op for op in ops if type(op) is Ban])
         return results
 
-    def _write_bans(self, file: CounterFile, bans: list[Ban]) -> None:
+    def _write_bans(self, file: CounterFile, bans: list[Ban], also: tuple[str, ...] = ()) -> None:
         """A ban is written at once, not a second later: a daemon that is killed right
-        after banning a client must still refuse it when it is back. Bans are rare."""
-        keys = [f"ban:{ban.client}" for ban in bans]
+        after banning a client must still refuse it when it is back. Bans are rare.
+        ``also``: further keys to write with them."""
+        keys = [*(f"ban:{ban.client}" for ban in bans), *also]
         try:
             file.write(*file.rows(self.counters, keys))
         except sqlite3.Error as error:
@@ -115,17 +116,24 @@ class LocalStore:
         return {client: until for client, until in self.counters.bans.items() if until > now}
 
     async def lift(self, client: str) -> bool:
-        for key in abuse_keys(client):
-            window = self.counters.windows.pop(key, None)
-            if window is not None or self.counters.seen.pop(key, None) is not None:
-                self.counters.dirty.add(key)
-        until = self.counters.bans.pop(client, None)
+        counters = self.counters
+        forgotten = [
+            key
+            for key in abuse_keys(client)
+            if any(
+                table.pop(key, None) is not None
+                for table in (counters.windows, counters.seen, counters.sizes)
+            )
+        ]
+        counters.dirty.update(forgotten)
+        until = counters.bans.pop(client, None)
         if until is None:
             return False
-        self.counters.dirty.add(f"ban:{client}")
+        counters.dirty.add(f"ban:{client}")
         if self.file is not None:
-            # as a ban is written at once, so is its end: a restart must not bring it back
-            self._write_bans(self.file, [Ban(client, 0)])
+            # as a ban is written at once, so is its end, and what it forgot: a
+            # restart must bring back neither
+            self._write_bans(self.file, [Ban(client, 0)], tuple(forgotten))
         return until > self.clock()
 
     def flush(self) -> None:
