@@ -850,6 +850,7 @@ def dns_check_command(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the checks that passed too.")
     ] = False,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each answer.")] = 5.0,
 ) -> None:
     """Check MX, SPF, DKIM and DMARC of each domain, and PTR, forward DNS and
     blocklists of each pool address, against the policy. Exit 1 on any error."""
@@ -878,7 +879,7 @@ def dns_check_command(
             continue
         if text is not None:
             deployed[(domain, settings.dkim_selector)] = text
-    lookups = Lookups(nameserver or host.dnsbl_nameserver)
+    lookups = Lookups(nameserver or host.dnsbl_nameserver, timeout)
     findings = check_dns(loaded.policy, lookups, list(host.dnsbl_zones), deployed)
     if output is DnsFormat.json:
         typer.echo(dumps([asdict(f) for f in findings]))
