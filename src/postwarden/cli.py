@@ -879,7 +879,11 @@ def dns_check_command(
             continue
         if text is not None:
             deployed[(domain, settings.dkim_selector)] = text
-    lookups = Lookups(nameserver or host.dnsbl_nameserver, timeout)
+    try:
+        lookups = Lookups(nameserver or host.dnsbl_nameserver, timeout)
+    except ValueError as error:
+        typer.echo(f"--nameserver: {error}", err=True)
+        raise typer.Exit(1) from None
     findings = check_dns(loaded.policy, lookups, list(host.dnsbl_zones), deployed)
     if output is DnsFormat.json:
         typer.echo(dumps([asdict(f) for f in findings]))

@@ -5,6 +5,7 @@ that fixes it."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from tests.throwaway_dns import Nsd
 WritePolicy = Callable[..., Path]
 runner = CliRunner()
 
-DEPLOYED_KEY = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAdeployedkeyAQAB"
+# as long as a 2048-bit key's: its record is more than one TXT string
+DEPLOYED_KEY = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "deployedkey" * 30 + "IDAQAB"
 OTHER_KEY = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAanotherkeyIDAQAB"
 
 
@@ -43,7 +45,8 @@ ZONES = {
         "out IN A 203.0.113.11\n"
         '@ IN TXT "v=spf1 ip4:203.0.113.10 include:_spf.example.com -all"\n'
         '_spf IN TXT "v=spf1 ip4:203.0.113.11 ~all"\n'
-        f's1._domainkey IN TXT "v=DKIM1; k=rsa; " "p={DEPLOYED_KEY}"\n'
+        f's1._domainkey IN TXT "v=DKIM1; k=rsa; " "p={DEPLOYED_KEY[:200]}" '
+        f'"{DEPLOYED_KEY[200:]}"\n'
         '_dmarc IN TXT "v=DMARC1; p=reject; rua=mailto:postmaster@example.com"\n',
     ),
     # no MX, SPF misses a pool address and names one that left, another DKIM key,
@@ -77,6 +80,25 @@ ZONES = {
         "@ IN MX 10 mail.example.com.\n"
         '@ IN TXT "v=spf1 ip4:192.0.2.1 \\027[2J|`x` -all"\n'
         '@ IN TXT "v=spf1 -all"\n',
+    ),
+    # records as they are found in the wild
+    "quirks.test": zone(
+        "quirks.test",
+        "@ IN MX 10 mail.example.com.\n"
+        # receivers ignore a redirect beside "all", and what follows "all"
+        '@ IN TXT "v=spf1 ip4:203.0.113.10 ip4:203.0.113.11 -all redirect=nowhere.test " "'
+        + " ".join(f"include:i{n}.lookups.test" for n in range(6))
+        + ' " "'
+        + " ".join(f"include:i{n}.lookups.test" for n in range(6, 11))
+        + '"\n'
+        '_dmarc IN TXT "v = DMARC1; p=Reject"\n'
+        "plusall IN MX 10 mail.example.com.\n"
+        'plusall IN TXT "v=spf1 +all"\n'
+        "badcidr IN MX 10 mail.example.com.\n"
+        'badcidr IN TXT "v=spf1 mx//abc -all"\n'
+        "v6in4 IN MX 10 mail.example.com.\n"
+        'v6in4 IN TXT "v=spf1 ip4:2001:db8::1 ip4:203.0.113.10 ip4:203.0.113.11 -all"\n'
+        "nullmx IN MX 0 .\n",
     ),
     "113.0.203.in-addr.arpa": zone(
         "113.0.203.in-addr.arpa",
@@ -181,7 +203,7 @@ def test_the_right_domain_passes_and_every_planted_defect_is_found(
             ("error", "forward", "203.0.113.20"),
             ("error", "ptr", "203.0.113.20"),
             ("error", "blocklist", "203.0.113.20"),
-            ("error", "ptr", "203.0.113.21"),
+            ("warning", "ptr", "203.0.113.21"),  # quarantined: to fix before it sends
             ("warning", "blocklist", "203.0.113.11"),
             ("warning", "blocklist", "203.0.113.21"),  # listed, but quarantined already
         ]
@@ -190,16 +212,18 @@ def test_the_right_domain_passes_and_every_planted_defect_is_found(
     assert spf[0]["message"] == ("SPF gives fail for 203.0.113.20, which sends the domain's mail")
     # the quarantined address sends nothing: SPF need not name it
     assert spf[1]["message"] == "authorize 203.0.113.20"
+    # first after v=spf1: no earlier "-" mechanism can match before it
     assert spf[1]["publish"] == (
-        'example.net. 3600 IN TXT "v=spf1 ip4:198.51.100.9 ip4:203.0.113.20 -all"'
+        'example.net. 3600 IN TXT "v=spf1 ip4:203.0.113.20 ip4:198.51.100.9 -all"'
     )
     assert "198.51.100.9" in found[("warning", "spf", "example.net")][0]["message"]
     (mx,) = found[("error", "mx", "example.net")]
     assert mx["publish"] == "example.net. 3600 IN MX 10 mail.example.com."
     (dkim,) = found[("error", "dkim", "example.net")]
     assert "another key than the deployed one" in dkim["message"]
+    record = f"v=DKIM1; k=rsa; p={DEPLOYED_KEY}"
     assert dkim["publish"] == (
-        f's1._domainkey.example.net. 3600 IN TXT "v=DKIM1; k=rsa; p={DEPLOYED_KEY}"'
+        f's1._domainkey.example.net. 3600 IN TXT "{record[:255]}" "{record[255:]}"'
     )
     (no_spf,) = found[("error", "spf", "example.org")]
     assert no_spf["publish"] == ('example.org. 3600 IN TXT "v=spf1 a:mail.example.com -all"')
@@ -227,7 +251,7 @@ def test_text_and_markdown_say_the_same(checked: Callable[..., object]) -> None:
     assert any(
         line.strip() == "publish: example.net. 3600 IN MX 10 mail.example.com." for line in lines
     )
-    assert lines[-1] == "DNS: 11 errors, 6 warnings, 11 checks passed."
+    assert lines[-1] == "DNS: 10 errors, 7 warnings, 11 checks passed."
     assert not any(line.startswith("ok") for line in lines)
     verbose = checked("--verbose")
     assert any(
@@ -309,3 +333,93 @@ def test_what_a_dns_server_answers_is_shown_never_run(
     assert "\x1b" not in row
     assert row.count(" | ") == 3, row  # the record's bar does not make a column
     assert "`x`" not in row
+
+
+QUIRKS = """\
+server: {hostname: mail.example.com, postmaster: postmaster@example.com}
+domains:
+  quirks.test: {ip_pool: main}
+  plusall.quirks.test: {ip_pool: main}
+  badcidr.quirks.test: {ip_pool: main}
+  v6in4.quirks.test: {ip_pool: main}
+  nullmx.quirks.test: {ip_pool: main}
+ip_pools:
+  main:
+    helo: out.example.com
+    addresses: [{address: 203.0.113.10}, {address: 203.0.113.11}]
+"""
+
+
+def test_records_as_found_in_the_wild(nsd: Nsd, write_policy: WritePolicy, tmp_path: Path) -> None:
+    host = tmp_path / "host.yml"
+    host.write_text("dnsbl_zones: []\n")
+    result = runner.invoke(
+        app,
+        [
+            "dns",
+            "check",
+            str(write_policy(QUIRKS)),
+            "--host-vars",
+            str(host),
+            "--nameserver",
+            nsd.nameserver,
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    found = findings(result)
+    # "-all" ends the record: the redirect and the includes after it cost nothing
+    assert ("ok", "spf", "quirks.test") in found
+    assert ("ok", "dmarc", "quirks.test") in found  # spaces around "=", p=Reject
+    (plus,) = found[("error", "spf", "plusall.quirks.test")]
+    assert "+all" in plus["message"]
+    (cidr,) = found[("error", "spf", "badcidr.quirks.test")]
+    assert "not a prefix length" in cidr["message"]
+    (mixed,) = found[("error", "spf", "v6in4.quirks.test")]
+    assert "not a network" in mixed["message"]
+    (null,) = found[("error", "mx", "nullmx.quirks.test")]
+    assert "null MX" in null["message"]
+
+
+def test_every_record_to_publish_is_a_valid_zone_line(
+    checked: Callable[..., object], tmp_path: Path
+) -> None:
+    """What the preflight says to publish goes into zone files as it is: NSD's own
+    checker reads every line (quotes escaped, long texts split in 255-byte strings)."""
+    result = checked("--format", "json")
+    records = [
+        line
+        for found in json.loads(result.stdout)  # type: ignore[attr-defined]
+        for line in found["publish"].splitlines()
+    ]
+    assert any("_report._dmarc.example.com." in line for line in records)
+    zone_file = tmp_path / "published.zone"
+    zone_file.write_text(
+        "$ORIGIN .\n$TTL 60\n"
+        ". IN SOA ns.test. hostmaster.test. 1 60 60 600 60\n. IN NS ns.test.\n"
+        + "\n".join(records)
+        + "\n"
+    )
+    checked_zone = subprocess.run(
+        ["nsd-checkzone", ".", str(zone_file)], capture_output=True, text=True, check=False
+    )
+    assert checked_zone.returncode == 0, checked_zone.stdout + checked_zone.stderr
+    broken = zone_file.read_text().replace('\\"', '"', 1) + 'x. 60 IN TXT "a"b"\n'
+    zone_file.write_text(broken)
+    assert (
+        subprocess.run(
+            ["nsd-checkzone", ".", str(zone_file)], capture_output=True, check=False
+        ).returncode
+        != 0
+    )
+
+
+def test_a_nameserver_that_is_no_address_is_a_clear_error(
+    write_policy: WritePolicy,
+) -> None:
+    result = runner.invoke(
+        app, ["dns", "check", str(write_policy(POLICY)), "--nameserver", "dns.example:abc"]
+    )
+    assert result.exit_code == 1
+    assert "is not ADDRESS or ADDRESS:PORT of a DNS server" in result.stderr

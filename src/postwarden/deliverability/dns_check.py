@@ -25,6 +25,9 @@ from postwarden.policy.models.ip_pools import AddressState
 from postwarden.policyd.dnsbl import REFUSED, query_name
 from postwarden.visible import visible
 
+LISTING_CODES = ipaddress.ip_network("127.0.0.0/8")
+"""Blocklists answer a listing from here; anything else is some resolver's doing."""
+
 Severity = Literal["error", "warning", "ok"]
 TTL = 3600
 
@@ -38,7 +41,7 @@ class DnsFinding:
     """The domain or the outbound address it is about."""
     message: str
     publish: str = ""
-    """The record to publish, as a zone-file line."""
+    """The records to publish, as zone-file lines (one per line)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,13 @@ class Sender:
     pool: str
     state: AddressState
     helo: str
+
+
+def leaves_from_the_host(policy: Policy, domain: str) -> bool:
+    """Does some of the domain's mail leave from the host's own address (no pool)?
+    Without a pool of the domain's, every user without a pool of their own sends so,
+    as do the domain's addresses nobody declared (local applications)."""
+    return policy.domains[domain].ip_pool is None
 
 
 def senders_of(policy: Policy, domain: str) -> list[Sender]:
@@ -83,13 +93,37 @@ def _mechanism(address: str) -> str:
     return f"ip{ipaddress.ip_address(address).version}:{address}"
 
 
+TXT_STRING = 255
+"""Bytes in one character-string of a TXT record; a longer text is several strings,
+which receivers join."""
+
+
 def _txt_line(name: str, text: str) -> str:
-    return f'{name}. {TTL} IN TXT "{text}"'
+    """A zone-file line: quotes and backslashes escaped, split into strings of at
+    most 255 bytes (a DKIM key of 2048 bits is longer)."""
+    parts, part = [], ""
+    for char in text:  # whole characters: a string never ends inside one
+        if len((part + char).encode()) > TXT_STRING:
+            parts.append(part)
+            part = ""
+        part += char
+    parts.append(part)
+    quoted = " ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
+    return f"{name}. {TTL} IN TXT {quoted}"
 
 
 def check_mx(policy: Policy, domain: str, lookups: Lookups) -> Iterator[DnsFinding]:
     hostname = policy.server.hostname
     exchanges = [host for _, host in lookups.mx(domain)]
+    if exchanges == [""]:
+        yield DnsFinding(
+            "error",
+            "mx",
+            domain,
+            "a null MX (0 .): the domain says it takes no mail, yet the policy has it",
+            f"{domain}. {TTL} IN MX 10 {hostname}.",
+        )
+        return
     if not exchanges:
         yield DnsFinding(
             "error",
@@ -115,8 +149,11 @@ def check_spf(
 ) -> Iterator[DnsFinding]:
     hostname = policy.server.hostname
     records = spf_in(lookups.txt(domain))
-    required = [s.address for s in senders] or lookups.addresses(hostname)
-    wanted = " ".join(_mechanism(a) for a in required) if senders else f"a:{hostname}"
+    required = [s.address for s in senders]
+    wanted = " ".join(_mechanism(a) for a in required)
+    if leaves_from_the_host(policy, domain):
+        required += lookups.addresses(hostname)
+        wanted = " ".join(filter(None, (wanted, f"a:{hostname}")))
     if not records:
         yield DnsFinding(
             "error",
@@ -136,7 +173,17 @@ def check_spf(
         )
         return
     (record,) = records
-    spent, walked = lookups_needed(domain, lookups)
+    if any(term.lower() in ("all", "+all") for term in record.split()[1:]):
+        yield DnsFinding(
+            "error",
+            "spf",
+            domain,
+            "the SPF record ends in +all: it authorizes every address on the Internet",
+            _txt_line(domain, f"v=spf1 {wanted} -all"),
+        )
+        return
+    family = ipaddress.ip_address(required[0]).version if required else 4
+    spent, walked = lookups_needed(domain, lookups, family)
     if walked.result == "permerror":
         yield DnsFinding(
             "error",
@@ -167,16 +214,8 @@ def check_spf(
             )
     if missing:
         terms = record.split()
-        # before the final "all" or a modifier (redirect=), after "v=spf1"
-        at = next(
-            (
-                i
-                for i, t in enumerate(terms)
-                if i > 0 and (t.lstrip("+-~?").lower() == "all" or "=" in t)
-            ),
-            len(terms),
-        )
-        fixed = [*terms[:at], *(_mechanism(a) for a in missing), *terms[at:]]
+        # first after "v=spf1": no earlier "-ip4:" or "-include:" can match before it
+        fixed = [terms[0], *(_mechanism(a) for a in missing), *terms[1:]]
         yield DnsFinding(
             "error",
             "spf",
@@ -236,6 +275,16 @@ def check_dkim(
         )
         return
     if any(dkim_key(t) == dkim_key(deployed) for t in published):
+        if len(published) > 1:
+            yield DnsFinding(
+                "warning",
+                "dkim",
+                domain,
+                f"{name} has {len(published)} DKIM records: which one a receiver uses is "
+                "anybody's guess; keep the deployed one only",
+                publish,
+            )
+            return
         yield DnsFinding("ok", "dkim", domain, f"{name} publishes the deployed key")
         return
     yield DnsFinding(
@@ -250,10 +299,22 @@ def check_dkim(
 DMARC_POLICIES = ("none", "quarantine", "reject")
 
 
+SHOWN_AT_MOST = 200
+"""Characters of a record from DNS quoted in a finding."""
+
+
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= SHOWN_AT_MOST else text[:SHOWN_AT_MOST] + "...")
+
+
+DMARC_VERSION = re.compile(r"v[ \t]*=[ \t]*DMARC1")
+"""RFC 7489's dmarc-version: spaces around "=", "DMARC1" exactly."""
+
+
 def dmarc_tags(record: str) -> dict[str, str] | None:
     """The tags of a DMARC record; None when it is not one receivers read."""
     parts = [p.strip() for p in record.split(";") if p.strip()]
-    if not parts or parts[0].replace(" ", "") != "v=DMARC1":
+    if not parts or not DMARC_VERSION.fullmatch(parts[0]):
         return None
     tags = {}
     for part in parts[1:]:
@@ -261,13 +322,20 @@ def dmarc_tags(record: str) -> dict[str, str] | None:
         if not equals:
             return None
         tags[name.strip().lower()] = value.strip()
+    if "p" in tags:
+        tags["p"] = tags["p"].lower()  # a literal, read without regard to case
     return tags
 
 
 def check_dmarc(policy: Policy, domain: str, lookups: Lookups) -> Iterator[DnsFinding]:
     name = f"_dmarc.{domain}"
-    records = [t for t in lookups.txt(name) if t.lower().startswith("v=dmarc1")]
-    advice = _txt_line(name, f"v=DMARC1; p=quarantine; rua=mailto:{policy.server.postmaster}")
+    records = [t for t in lookups.txt(name) if DMARC_VERSION.match(t)]
+    reports_to = policy.server.postmaster
+    advice = _txt_line(name, f"v=DMARC1; p=quarantine; rua=mailto:{reports_to}")
+    report_domain = reports_to.rpartition("@")[2]
+    if report_domain != domain:
+        # RFC 7489 7.1: the reports' domain must say it takes reports about this one
+        advice += "\n" + _txt_line(f"{domain}._report._dmarc.{report_domain}", "v=DMARC1")
     if not records:
         yield DnsFinding(
             "warning",
@@ -288,8 +356,8 @@ def check_dmarc(policy: Policy, domain: str, lookups: Lookups) -> Iterator[DnsFi
             "error",
             "dmarc",
             domain,
-            f"the DMARC record cannot be read: {records[0]!r} (it needs v=DMARC1 first and "
-            "p=none, quarantine or reject)",
+            f"the DMARC record cannot be read: {_quoted(records[0])} (it needs v=DMARC1 "
+            "first and p=none, quarantine or reject)",
             advice,
         )
         return
@@ -305,7 +373,11 @@ def check_dmarc(policy: Policy, domain: str, lookups: Lookups) -> Iterator[DnsFi
     yield DnsFinding("ok", "dmarc", domain, f"DMARC p={tags['p']}")
 
 
-def check_address(address: str, helo: str, lookups: Lookups) -> Iterator[DnsFinding]:
+def check_address(
+    address: str, helo: str, state: AddressState, lookups: Lookups
+) -> Iterator[DnsFinding]:
+    # a quarantined address sends nothing now: what it lacks must be fixed before it does
+    severity: Severity = "warning" if state == "quarantined" else "error"
     reverse = dns.reversename.from_address(address).to_text().rstrip(".")
     names = lookups.ptr(address)
     if helo not in names:
@@ -315,7 +387,7 @@ def check_address(address: str, helo: str, lookups: Lookups) -> Iterator[DnsFind
             else f"no PTR record; it must name its HELO name {helo}"
         )
         yield DnsFinding(
-            "error",
+            severity,
             "ptr",
             address,
             f"{what}: many receivers refuse such mail "
@@ -328,7 +400,7 @@ def check_address(address: str, helo: str, lookups: Lookups) -> Iterator[DnsFind
     if address not in forward:
         kind = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
         yield DnsFinding(
-            "error",
+            severity,
             "forward",
             address,
             f"{helo} does not point back at {address}: the PTR is not forward-confirmed",
@@ -347,9 +419,18 @@ def check_blocklists(
         except LookupFailed as error:
             yield DnsFinding("warning", "blocklist", address, f"cannot ask {zone}: {error}")
             continue
+        codes = [ipaddress.ip_address(a) for a in answers]
         if not answers:
             yield DnsFinding("ok", "blocklist", address, f"not listed on {zone}")
-        elif any(ipaddress.ip_address(a) in REFUSED for a in answers):
+        elif not all(code in LISTING_CODES for code in codes):
+            yield DnsFinding(
+                "warning",
+                "blocklist",
+                address,
+                f"{zone} answered {', '.join(answers)}, which no blocklist lists with: "
+                "a resolver that rewrites answers? Ask through another one",
+            )
+        elif all(code in REFUSED for code in codes):
             yield DnsFinding(
                 "warning",
                 "blocklist",
@@ -376,11 +457,15 @@ def check_blocklists(
 
 
 def _guarded(check: str, subject: str, found: Iterator[DnsFinding]) -> list[DnsFinding]:
-    """A lookup that fails makes the check say so, instead of ending the run."""
+    """A lookup that fails, or a name in DNS that is none, makes the check say so
+    (after what it found before), instead of ending the run."""
+    kept: list[DnsFinding] = []
     try:
-        return list(found)
-    except LookupFailed as error:
-        return [DnsFinding("error", check, subject, f"cannot check: {error}")]
+        for finding in found:
+            kept.append(finding)
+    except (LookupFailed, ValueError) as error:
+        kept.append(DnsFinding("error", check, subject, f"cannot check: {error}"))
+    return kept
 
 
 def check_dns(
@@ -407,9 +492,13 @@ def check_dns(
         for member in pool.addresses:
             helo = member.helo or pool.helo
             findings += _guarded(
-                "ptr", member.address, check_address(member.address, helo, lookups)
+                "ptr", member.address, check_address(member.address, helo, member.state, lookups)
             )
-            findings += list(check_blocklists(member.address, member.state, blocklists, lookups))
+            findings += _guarded(
+                "blocklist",
+                member.address,
+                check_blocklists(member.address, member.state, blocklists, lookups),
+            )
     return findings
 
 
@@ -434,8 +523,8 @@ def format_text(findings: list[DnsFinding], verbose: bool) -> str:
             f"{finding.severity:<7} {finding.check:<9} {finding.subject}: "
             f"{visible(finding.message)}"
         )
-        if finding.publish:
-            lines.append(f"{'':<17} publish: {visible(finding.publish)}")
+        for number, record in enumerate(finding.publish.splitlines()):
+            lines.append(f"{'':<17} {'publish:' if number == 0 else '':<8} {visible(record)}")
     errors = sum(1 for f in findings if f.severity == "error")
     warnings = sum(1 for f in findings if f.severity == "warning")
     passed = sum(1 for f in findings if f.severity == "ok")
@@ -443,9 +532,13 @@ def format_text(findings: list[DnsFinding], verbose: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
 def _cell(text: str) -> str:
-    """Text for a markdown table cell: one line, no column break, no HTML."""
-    return visible(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for a markdown table cell: one line, and every character markdown reads
+    (links, images, emphasis, HTML, a column's bar) escaped."""
+    return MARKDOWN.sub(r"\\\1", visible(text))
 
 
 def format_markdown(findings: list[DnsFinding]) -> str:
@@ -455,9 +548,12 @@ def format_markdown(findings: list[DnsFinding]) -> str:
             continue
         message = _cell(finding.message)
         if finding.publish:
-            # in a code span: no HTML is read, and no backtick may end it early
-            record = visible(finding.publish).replace("|", "\\|").replace("`", "'")
-            message += f"<br>publish: `{record}`"
+            # in code spans: no HTML is read, and no backtick may end one early
+            records = [
+                "`" + visible(record).replace("|", "\\|").replace("`", "'") + "`"
+                for record in finding.publish.splitlines()
+            ]
+            message += "<br>publish: " + "<br>".join(records)
         lines.append(f"| {finding.severity} | {finding.check} | `{finding.subject}` | {message} |")
     passed = sum(1 for f in findings if f.severity == "ok")
     lines += ["", f"{passed} checks passed."]

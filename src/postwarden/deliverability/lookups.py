@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 import dns.exception
+import dns.name
 import dns.resolver
 import dns.reversename
 
@@ -19,6 +20,11 @@ TIMEOUT = 5.0
 
 class LookupFailed(Exception):
     """The name could not be looked up; its words say which and why."""
+
+
+class NotAName(ValueError):
+    """The text is no domain name: nothing to look up (a broken record, not a
+    failed lookup)."""
 
 
 class Lookups:
@@ -32,9 +38,15 @@ class Lookups:
             host, port = nameserver, ""
             if nameserver.count(":") == 1:  # HOST:PORT; an IPv6 address has more colons
                 host, _, port = nameserver.partition(":")
-            self.resolver.nameservers = [host.strip("[]")]
-            if port:
-                self.resolver.port = int(port)
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+                self.resolver.nameservers = [host.strip("[]")]
+                if port:
+                    self.resolver.port = int(port)
+            except ValueError:
+                raise ValueError(
+                    f"{nameserver!r} is not ADDRESS or ADDRESS:PORT of a DNS server"
+                ) from None
         self.resolver.lifetime = timeout
         self._answers: dict[tuple[str, str], list[str]] = {}
         self.count = 0
@@ -45,9 +57,13 @@ class Lookups:
         cached = self._answers.get(key)
         if cached is not None:
             return cached
+        try:
+            query = dns.name.from_text(key[0] + ".")
+        except (dns.exception.SyntaxError, dns.exception.FormError):
+            raise NotAName(f"{key[0]!r} is not a domain name") from None
         self.count += 1
         try:
-            answer = self.resolver.resolve(key[0] + ".", kind, search=False)
+            answer = self.resolver.resolve(query, kind, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             found: list[str] = []
         except dns.resolver.NoNameservers:
@@ -79,7 +95,11 @@ class Lookups:
 
     def addresses(self, name: str) -> list[str]:
         """A and AAAA, as addresses in their normal form."""
-        found = self._ask(name, "A") + self._ask(name, "AAAA")
+        return self.family(name, 4) + self.family(name, 6)
+
+    def family(self, name: str, version: int) -> list[str]:
+        """A (4) or AAAA (6) only: what SPF asks for a sender of that family."""
+        found = self._ask(name, "A" if version == 4 else "AAAA")
         return [str(ipaddress.ip_address(a)) for a in found]
 
     def ptr(self, address: str) -> list[str]:

@@ -16,7 +16,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-from postwarden.deliverability.lookups import LookupFailed, Lookups
+from postwarden.deliverability.lookups import LookupFailed, Lookups, NotAName
 
 MAX_LOOKUPS = 10
 """Mechanisms and modifiers that cost a DNS lookup, over the whole evaluation."""
@@ -44,6 +44,8 @@ def spf_records(texts: list[str]) -> list[str]:
 
 @dataclass
 class _Walk:
+    family: int = 4
+    """The sender's address family when no address is given (counting lookups)."""
     lookups: int = 0
     void: int = 0
     undecided: list[str] = field(default_factory=list)
@@ -74,26 +76,37 @@ def _record(domain: str, lookups: Lookups) -> str | None:
         records = spf_records(lookups.txt(domain))
     except LookupFailed as error:
         raise TempError(str(error)) from None
+    except NotAName as error:
+        raise PermError(str(error)) from None
     if len(records) > 1:
         raise PermError(f"{domain} has {len(records)} SPF records; receivers refuse them all")
     return records[0] if records else None
 
 
 def _network(text: str, default_v4: int, default_v6: int, ip6: bool) -> IPNetwork:
+    """ip4:/ip6: networks; a ValueError when it is none, or of the other family."""
     address, _, prefix = text.partition("/")
     bits = int(prefix) if prefix else (default_v6 if ip6 else default_v4)
-    return ipaddress.ip_network(f"{address}/{bits}", strict=False)
+    network = ipaddress.ip_network(f"{address}/{bits}", strict=False)
+    if network.version != (6 if ip6 else 4):
+        raise ValueError(f"{text} is an IPv{network.version} network")
+    return network
 
 
 def _prefixes(argument: str) -> tuple[str, int, int]:
     """a:domain/24//64 -> (domain, 24, 64)."""
     domain, v4, v6 = argument, 32, 128
-    if "//" in domain:
-        domain, _, six = domain.partition("//")
-        v6 = int(six)
-    if "/" in domain:
-        domain, _, four = domain.partition("/")
-        v4 = int(four)
+    try:
+        if "//" in domain:
+            domain, _, six = domain.partition("//")
+            v6 = int(six)
+        if "/" in domain:
+            domain, _, four = domain.partition("/")
+            v4 = int(four)
+    except ValueError:
+        raise PermError(f"{argument}: not a prefix length") from None
+    if not (0 <= v4 <= 32 and 0 <= v6 <= 128):
+        raise PermError(f"{argument}: not a prefix length")
     return domain, v4, v6
 
 
@@ -105,11 +118,15 @@ def _matches_host(
     lookups: Lookups,
     walk: _Walk,
 ) -> bool:
+    # a receiver asks for the sender's family only (A for IPv4, AAAA for IPv6)
+    version = address.version if address is not None else walk.family
     for name in names:
         try:
-            found = walk.answered(lookups.addresses(name))
+            found = walk.answered(lookups.family(name, version))
         except LookupFailed as error:
             raise TempError(str(error)) from None
+        except NotAName as error:
+            raise PermError(str(error)) from None
         for other in found:
             ip = ipaddress.ip_address(other)
             prefix = v4 if ip.version == 4 else v6
@@ -160,6 +177,8 @@ def _matches(
         exchanges = walk.answered([h for _, h in lookups.mx(target)])
     except LookupFailed as error:
         raise TempError(str(error)) from None
+    except NotAName as error:
+        raise PermError(str(error)) from None
     if len(exchanges) > MAX_MX_NAMES:
         raise PermError(f"mx:{target}: more than {MAX_MX_NAMES} MX names")
     return _matches_host(address, exchanges, v4, v6, lookups, walk)
@@ -191,8 +210,8 @@ def _check_host(
         if "%{" in argument or kind in ("ptr", "exists"):
             walk.undecided.append(term)
         elif kind == "all":
-            if address is not None:
-                return QUALIFIERS[qualifier]
+            # nothing after "all" is ever evaluated, a redirect= included
+            return QUALIFIERS[qualifier] if address is not None else "neutral"
         elif _matches(address, kind, argument, domain, lookups, walk):
             return QUALIFIERS[qualifier]
     if redirect is not None:
@@ -216,9 +235,10 @@ def evaluate(address: str, domain: str, lookups: Lookups) -> Evaluation:
     return Evaluation(result, "", tuple(walk.undecided))
 
 
-def lookups_needed(domain: str, lookups: Lookups) -> tuple[int, Evaluation]:
-    """How many of the 10 lookups the whole record costs, walked to its end."""
-    walk = _Walk()
+def lookups_needed(domain: str, lookups: Lookups, family: int = 4) -> tuple[int, Evaluation]:
+    """How many of the 10 lookups the whole record costs, walked to its end, for a
+    sender of this address family."""
+    walk = _Walk(family)
     try:
         _check_host(None, domain, lookups, walk)
     except PermError as error:
