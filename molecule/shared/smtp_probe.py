@@ -56,7 +56,9 @@ def submit(args: argparse.Namespace) -> dict[str, object]:
             body = GTUBE if args.gtube else "x" * int(500 * 1.03**number)
             mail = message(args.sender, args.recipient, f"probe {number}", body)
             try:
-                client.send_message(mail)
+                # the envelope as given: the header parser would mangle an address
+                # literal (user@[192.0.2.1]) taken from the To: header
+                client.sendmail(args.sender, [args.recipient], mail.as_bytes())
                 answers.append([250, "queued"])
             except smtplib.SMTPRecipientsRefused as refused:
                 code, text = next(iter(refused.recipients.values()))
