@@ -10,6 +10,7 @@ HTML report and the held-mail list all show values through this one function."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 
@@ -22,3 +23,12 @@ def visible(text: str) -> str:
         else (f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
         for char in text
     )
+
+
+MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
+
+
+def visible_in_markdown(text: str) -> str:
+    """``text`` made visible, with every character markdown reads (links, images,
+    emphasis, HTML, a table's bar) escaped: shown as it is, in a pull-request comment."""
+    return MARKDOWN.sub(r"\\\1", visible(text))

@@ -8,7 +8,7 @@ import pytest
 from postwarden.moderation import Held, held_line
 from postwarden.reports.builders import Table
 from postwarden.reports.output import as_text
-from postwarden.visible import visible
+from postwarden.visible import visible, visible_in_markdown
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,10 @@ def test_the_text_report_runs_no_escape_sequence() -> None:
     assert "\x1b" not in text
     assert "\u202e" not in text
     assert "a\\u001b[2Jb\\u202ec@example.com" in text
+
+
+def test_markdown_reads_nothing_of_outside_text() -> None:
+    shown = visible_in_markdown("a [x](https://e) ![](i) **b** `c` <b> | \x1b")
+    assert shown == (
+        "a \\[x\\]\\(https://e\\) \\!\\[\\]\\(i\\) \\*\\*b\\*\\* \\`c\\` \\<b\\> \\| \\\\u001b"
+    )

@@ -23,7 +23,7 @@ from postwarden.deliverability.spf import spf_records as spf_in
 from postwarden.policy.models import Policy
 from postwarden.policy.models.ip_pools import AddressState
 from postwarden.policyd.dnsbl import REFUSED, query_name
-from postwarden.visible import visible
+from postwarden.visible import visible, visible_in_markdown
 
 LISTING_CODES = ipaddress.ip_network("127.0.0.0/8")
 """Blocklists answer a listing from here; anything else is some resolver's doing."""
@@ -532,13 +532,9 @@ def format_text(findings: list[DnsFinding], verbose: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&])")
-
-
 def _cell(text: str) -> str:
-    """Text for a markdown table cell: one line, and every character markdown reads
-    (links, images, emphasis, HTML, a column's bar) escaped."""
-    return MARKDOWN.sub(r"\\\1", visible(text))
+    """Text for a markdown table cell: one line, nothing markdown would read."""
+    return visible_in_markdown(text)
 
 
 def format_markdown(findings: list[DnsFinding]) -> str:

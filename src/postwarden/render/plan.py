@@ -17,7 +17,7 @@ from typing import Literal
 from postwarden.policy.models import Policy
 from postwarden.render.templating import HEADER_LINES
 from postwarden.render.tree import RenderedTree
-from postwarden.visible import visible
+from postwarden.visible import visible, visible_in_markdown
 
 Status = Literal["added", "changed", "removed", "unchanged"]
 MANAGED_MARK = HEADER_LINES[0]
@@ -252,7 +252,7 @@ def as_markdown(plan: Plan) -> str:
     if plan.runtime is not None:
         state = plan.runtime.lines()
         lines += [f"**{plan.runtime.summary().capitalize()}:**" + ("" if state else " none."), ""]
-        lines += [f"- {line}" for line in state]
+        lines += [f"- {visible_in_markdown(line)}" for line in state]
         if state:
             lines.append("")
     return "\n".join(lines) + "\n"
