@@ -28,6 +28,8 @@ from postwarden.policy.models.server import NotificationRelay
 from postwarden.policyd.decide import Event
 from postwarden.policyd.events import EventDispatcher
 from postwarden.policyd.notify import DeliveryFailed, Notification, deliver, post_json, send_email
+from postwarden.policyd.runtime import build_runtime
+from postwarden.policyd.settings import PolicydSettings
 from tests.conftest import Sink, closed_port
 
 WritePolicy = Callable[..., Path]
@@ -511,17 +513,25 @@ abuse:
 
 
 async def test_a_suspended_user_is_told_at_their_recovery_address(
-    write_policy: WritePolicy, sink: Sink
+    write_policy: WritePolicy, sink: Sink, tmp_path: Path
 ) -> None:
     """Told even with no event configured for the administrators; a user without a
     recovery address is not (their own mailbox is out of reach)."""
-    policy = load_policy(write_policy(RECOVERY.format(port=sink.port))).policy
+    # as the daemon has it: the policy without its users, and the view (runtime.py)
+    runtime = build_runtime(
+        PolicydSettings(
+            policy=str(write_policy(RECOVERY.format(port=sink.port))),
+            secrets=str(tmp_path / "no-secrets.yml"),
+        )
+    )
+    assert runtime.policy.users == {}
     results: list[tuple[str, str]] = []
     dispatcher = EventDispatcher(
-        policy,
+        runtime.policy,
         "mx1",
         backoff=0.01,
         on_sent=lambda channel, result: results.append((channel, result)),
+        recovery=runtime.view.recovery_emails,
     )
     task = asyncio.create_task(dispatcher.run())
     try:

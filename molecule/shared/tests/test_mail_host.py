@@ -741,10 +741,10 @@ def test_a_burst_of_spam_alike_suspends_the_login_and_holds_its_mail(host: Any) 
         assert "postwarden-contain.timer" in timers
         # the contain timer runs every 30 s: what bob queued before is held
         held_now = wait_for(lambda: queue_ids_to(host, waits, "hold"), timeout=90)
-        assert held_now, host.check_output("postqueue -j")
         journal = host.check_output(
             "journalctl -u postwarden-contain.service --no-pager -o cat -n 40"
         )
+        assert held_now, journal + host.check_output("postqueue -j")
         assert f"{login}: held" in journal, journal
         assert held_now[0] in journal, journal
         notice = wait_for(

@@ -145,6 +145,7 @@ class Daemon:
             runtime.policy,
             runtime.hostname,
             on_sent=lambda channel, result: metrics.notifications.labels(channel, result).inc(),
+            recovery=runtime.view.recovery_emails,
         )
         engine = Engine(runtime.view, make_store(settings, runtime.view), settings.fail_mode)
         daemon = cls(
@@ -267,6 +268,7 @@ class Daemon:
         if isinstance(self.engine.store, LocalStore):
             self.engine.store.longest_window = runtime.view.longest_window()
         self.dispatcher.policy = runtime.policy
+        self.dispatcher.recovery = runtime.view.recovery_emails
         self.pools = PoolRuntime(
             runtime.policy, runtime.hostname, self.pools.overrides, runtime.view.user_pools
         )

@@ -9,7 +9,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from postwarden.policy.models import Policy
@@ -74,6 +74,8 @@ class EventDispatcher:
     limit: int = QUEUE_LIMIT
     """Notifications queued or being delivered, over all channels."""
     deadline: float = ATTEMPT_DEADLINE
+    recovery: Mapping[str, str] = field(default_factory=dict)
+    """By login: the user's recovery_email (the daemon's policy holds no users)."""
     _until: dict[tuple[str, str], float] = field(default_factory=dict)
     """(configured event, subject) -> end of its cooldown"""
     _keys: list[str] = field(default_factory=list)
@@ -136,8 +138,7 @@ class EventDispatcher:
     def _tell_the_user(self, login: str, now: float) -> None:
         """A suspended user hears of it at their recovery address, whether or not the
         administrators configured an event: they cannot log in to read it here."""
-        user = self.policy.users.get(login)
-        if user is None or user.recovery_email is None:
+        if login not in self.recovery:
             return
         server = self.policy.server.hostname
         detail = (
@@ -207,10 +208,8 @@ class EventDispatcher:
         """A configured channel; or, for a held list post, email to the list's moderators;
         or, for a suspended login, email to the user's recovery address."""
         if name.startswith(RECOVERY):
-            user = self.policy.users.get(name.removeprefix(RECOVERY))
-            if user is None or user.recovery_email is None:
-                return None
-            return Channel(email=[user.recovery_email])
+            address = self.recovery.get(name.removeprefix(RECOVERY))
+            return Channel(email=[address]) if address else None
         if not name.startswith(MODERATORS):
             return self.policy.notifications.get(name)
         mailing_list = self.policy.lists.get(name.removeprefix(MODERATORS))

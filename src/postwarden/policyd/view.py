@@ -58,6 +58,9 @@ class PolicyView:
     """By login (lower case): when its password expired and stops working, for the
     logins whose password has a recorded age under ``password_policy.max_age``."""
     compromised_login: CompromisedLogin | None = None
+    recovery_emails: dict[str, str] = field(default_factory=dict)
+    """By login: the user's address elsewhere, told when the login is suspended (the
+    daemon keeps no users of the policy but what the view holds)."""
 
     def longest_window(self) -> int:
         """The longest window anything is counted in, in seconds: counts idle for
@@ -182,6 +185,11 @@ def compile_view(
         logins=frozenset(policy.users),
         password_expiry=password_expiry(policy, password_set or {}),
         compromised_login=policy.abuse.compromised_login,
+        recovery_emails={
+            address.lower(): user.recovery_email
+            for address, user in policy.users.items()
+            if user.recovery_email is not None
+        },
     )
 
 
