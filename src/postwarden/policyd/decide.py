@@ -267,11 +267,6 @@ def sender_identity(login: str, sender: str, client: str, view: PolicyView) -> s
     return ""
 
 
-def own_budget_key(login: str, what: str) -> str:
-    """The counter of a login's own throttle (see _budgets)."""
-    return f"user:{login}:{what}"
-
-
 def _budgets(
     view: PolicyView, identity: str, sender: str, what: str
 ) -> list[tuple[NamedThrottle, str, str, str]]:
@@ -282,7 +277,7 @@ def _budgets(
     found = []
     own = view.throttle_of(identity)
     if own is not None and getattr(own.throttle, what) is not None:
-        found.append((own, identity, what, own_budget_key(identity, what)))
+        found.append((own, identity, what, f"user:{identity}:{what}"))
     if view.shared_throttles:
         domain = (sender or identity).rpartition("@")[2]
         shared = view.shared_throttles.get(domain)
@@ -315,15 +310,10 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
         ops.append(Add(invalid_key(client), 1, bad.within))
     first_take = len(ops)
     takes: list[tuple[NamedThrottle, str, str]] = []
-    # which Take is the login's own budget: only its trip is a sign of the login's
-    # (the domain's shared budget is spent by every sender of the domain)
-    own = -1
     if identity:
         for named, subject, what, key in _budgets(view, identity, sender, "recipients"):
             rate = named.throttle.recipients
             assert rate is not None
-            if key == own_budget_key(login, what):
-                own = len(takes)
             ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
             takes.append((named, subject, what))
     # Postfix delivers list+anything@ to the list (recipient_delimiter): so do the rules
@@ -356,7 +346,7 @@ def _rcpt(request: dict[str, str], view: PolicyView) -> Decision:
     for (named, subject, what), took in zip(takes, taken, strict=True):
         if not took:
             _throttled(outcome, named, subject, what)
-    if own >= 0 and not taken[own]:
+    if _own_budget_tripped(takes, taken, login):
         yield from suspect(outcome, login, ("throttle",), view)
 
     if mailing_list is not None and not _may_post(mailing_list, login, sender):
@@ -388,6 +378,17 @@ def _ban_harvester(
         text = f"{count} unknown recipients within {bad.within}"
         outcome.events.append(Event("abuse.bad_smtp_session", client, text))
     outcome.act("reject", "too many unknown recipients: this client is banned")
+
+
+def _own_budget_tripped(
+    takes: list[tuple[NamedThrottle, str, str]], results: list[Result], login: str
+) -> bool:
+    """Did the login's own throttle refuse, hold or flag it? Only that trip is a sign of
+    the login's: the domain's shared budget (its subject is the domain) and a list's
+    are spent by other senders too. Worked out here, off the path of passing mail."""
+    return bool(login) and any(
+        subject == login and not took for (_, subject, _), took in zip(takes, results, strict=False)
+    )
 
 
 def suspect(
@@ -471,19 +472,16 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
     # a login suspended since its RCPT (on another session, or another MTA) sends no more
     ops: list[Op] = [BanCheck(suspension_key(sasl))] if sasl else []
     takes: list[tuple[NamedThrottle, str, str]] = []
-    own: list[bool] = []
     for named, subject, what, key in _budgets(view, login, sender, "messages"):
         rate = named.throttle.messages
         assert rate is not None
         ops.append(Take(key, 1, rate.count, rate.window, _refuses(named)))
         takes.append((named, subject, what))
-        own.append(bool(sasl) and key == own_budget_key(sasl, what))
     for named, subject, what, key in _budgets(view, login, sender, "bytes"):
         budget = named.throttle.bytes
         assert budget is not None
         ops.append(Take(key, size, int(budget.size), budget.window, _refuses(named)))
         takes.append((named, subject, what))
-        own.append(bool(sasl) and key == own_budget_key(sasl, what))
     spammer = view.internal_spammer
     measured = spammer is not None and size > 0
     if spammer is not None and measured:
@@ -511,7 +509,7 @@ def _end_of_message(request: dict[str, str], view: PolicyView) -> Decision:
         if not took:
             _throttled(outcome, named, subject, what)
     signals: tuple[SignalKind, ...] = ()
-    if any(mine and not took for mine, took in zip(own, results, strict=False)):
+    if _own_budget_tripped(takes, results, sasl):
         signals += ("throttle",)
     if spammer is not None and _looks_like_bulk(results, takes, view):
         similar = results[len(takes)]
