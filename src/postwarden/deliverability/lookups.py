@@ -49,8 +49,6 @@ class Lookups:
                 ) from None
         self.resolver.lifetime = timeout
         self._answers: dict[tuple[str, str], list[str]] = {}
-        self.count = 0
-        """Queries sent (answers from the cache are not counted)."""
 
     def _ask(self, name: str, kind: str) -> list[str]:
         key = (name.lower().rstrip("."), kind)
@@ -61,7 +59,6 @@ class Lookups:
             query = dns.name.from_text(key[0] + ".")
         except (dns.exception.SyntaxError, dns.exception.FormError):
             raise NotAName(f"{key[0]!r} is not a domain name") from None
-        self.count += 1
         try:
             answer = self.resolver.resolve(query, kind, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):

@@ -223,11 +223,14 @@ def _check_host(
     return "neutral"
 
 
-def evaluate(address: str, domain: str, lookups: Lookups) -> Evaluation:
-    """The result a receiver gets for mail from ``address`` with a sender of ``domain``."""
-    walk = _Walk()
+def _evaluated(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    domain: str,
+    lookups: Lookups,
+    walk: _Walk,
+) -> Evaluation:
     try:
-        result = _check_host(ipaddress.ip_address(address), domain, lookups, walk)
+        result = _check_host(address, domain, lookups, walk)
     except PermError as error:
         return Evaluation("permerror", str(error), tuple(walk.undecided))
     except TempError as error:
@@ -235,17 +238,17 @@ def evaluate(address: str, domain: str, lookups: Lookups) -> Evaluation:
     return Evaluation(result, "", tuple(walk.undecided))
 
 
+def evaluate(address: str, domain: str, lookups: Lookups) -> Evaluation:
+    """The result a receiver gets for mail from ``address`` with a sender of ``domain``."""
+    return _evaluated(ipaddress.ip_address(address), domain, lookups, _Walk())
+
+
 def lookups_needed(domain: str, lookups: Lookups, family: int = 4) -> tuple[int, Evaluation]:
     """How many of the 10 lookups the whole record costs, walked to its end, for a
     sender of this address family."""
     walk = _Walk(family)
-    try:
-        _check_host(None, domain, lookups, walk)
-    except PermError as error:
-        return walk.lookups, Evaluation("permerror", str(error), tuple(walk.undecided))
-    except TempError as error:
-        return walk.lookups, Evaluation("temperror", str(error), tuple(walk.undecided))
-    return walk.lookups, Evaluation("neutral", "", tuple(walk.undecided))
+    evaluation = _evaluated(None, domain, lookups, walk)
+    return walk.lookups, evaluation
 
 
 def direct_networks(record: str) -> list[IPNetwork]:
